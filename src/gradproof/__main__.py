@@ -1,0 +1,5 @@
+import sys
+
+from gradproof._cli import main
+
+sys.exit(main())

@@ -1,0 +1,55 @@
+"""The one exception hierarchy of gradproof.
+
+Every error gradproof raises derives from :class:`GradproofError`, so one
+``except gradproof.GradproofError`` catches them all; each also derives from the
+builtin its meaning matches (``ValueError`` for misuse, ``AssertionError`` for a
+wrong gradient), so code that catches those keeps working.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gradproof._report import Report
+
+
+class GradproofError(Exception):
+    """Base class of every error gradproof raises."""
+
+
+class InvalidArgument(GradproofError, ValueError):
+    """An argument broke a rule; the message names it, its value, the rule and the fix."""
+
+
+class GradcheckError(GradproofError, AssertionError):
+    """The gradient under test does not match the numerical derivative.
+
+    ``str(error)`` is the full text report; ``error.report`` is the
+    :class:`~gradproof.Report` itself.
+    """
+
+    def __init__(self, report: Report) -> None:
+        super().__init__(str(report))
+        self.report = report
+
+
+class NondeterministicLossError(GradproofError, RuntimeError):
+    """The loss returned different values for the same parameters."""
+
+
+def invalid(argument: str, value: Any, rule: str, fix: str) -> InvalidArgument:
+    """Build an :class:`InvalidArgument` whose message follows the house style.
+
+    >>> str(invalid("eps", 0, "must be > 0", "pass a small step such as eps=1e-7"))
+    '`eps`=0: must be > 0. Fix: pass a small step such as eps=1e-7.'
+    """
+    shown = _short_repr(value)
+    return InvalidArgument(f"`{argument}`={shown}: {rule}. Fix: {fix}.")
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text

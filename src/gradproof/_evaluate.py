@@ -1,0 +1,152 @@
+"""Evaluate the user's loss at perturbed parameters, safely and in bulk.
+
+The :class:`Evaluator` owns a private float copy of the parameters. Each
+evaluation shifts a few of its coordinates, builds a fresh structure of
+read-only views (so a loss cannot write into the check's state, let alone the
+caller's arrays), calls the loss and puts the coordinates back, also when the
+loss raises.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gradproof._errors import invalid
+from gradproof._tree import Layout
+
+Loss = Callable[[Any], Any]
+
+
+@dataclass
+class Evaluator:
+    """Counts and performs loss evaluations around a base point ``theta``."""
+
+    loss: Loss
+    layout: Layout
+    theta: np.ndarray
+    batched: bool = False
+    chunk_elements: int = 4_000_000
+    evaluations: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    output_dtype: np.dtype[Any] | None = None
+
+    def value(self, flat: np.ndarray | None = None) -> float:
+        """J at ``flat`` (default: the base point), as a Python float."""
+        point = self.theta if flat is None else flat
+        return self._call(point, where="the base point")
+
+    def coordinates(self, indices: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """J(theta + offsets[i, k] e_indices[i]) for every i, k; shape (n, k).
+
+        ``offsets`` may be complex (complex-step differentiation).
+        """
+        n, k = offsets.shape
+        out = np.empty((n, k), dtype=np.complex128 if np.iscomplexobj(offsets) else np.float64)
+        if self.batched:
+            return self._coordinates_batched(indices, offsets, out)
+        work = self.theta.astype(out.dtype, copy=True)
+        for row, index in enumerate(indices):
+            original = work[index]
+            try:
+                for col in range(k):
+                    work[index] = original + offsets[row, col]
+                    out[row, col] = self._call(work, where=(int(index), offsets[row, col]))
+            finally:
+                work[index] = original
+        return out
+
+    def directions(self, vectors: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        """J(theta + steps[k] * vectors[d]) for every direction d and step k; shape (d, k)."""
+        d, k = vectors.shape[0], steps.shape[0]
+        out = np.empty((d, k))
+        for row in range(d):
+            for col in range(k):
+                out[row, col] = self._call(
+                    self.theta + steps[col] * vectors[row], where="a probe direction"
+                )
+        return out
+
+    def _coordinates_batched(
+        self, indices: np.ndarray, offsets: np.ndarray, out: np.ndarray
+    ) -> np.ndarray:
+        n, k = offsets.shape
+        flat_index = np.repeat(indices, k)
+        flat_offset = offsets.ravel()
+        rows_per_chunk = max(1, self.chunk_elements // max(1, self.theta.size))
+        results = np.empty(flat_index.size, dtype=out.dtype)
+        for lo in range(0, flat_index.size, rows_per_chunk):
+            hi = min(flat_index.size, lo + rows_per_chunk)
+            points = np.tile(self.theta.astype(out.dtype), (hi - lo, 1))
+            points[np.arange(hi - lo), flat_index[lo:hi]] += flat_offset[lo:hi]
+            results[lo:hi] = self._call_batch(points)
+        return results.reshape(n, k)
+
+    def _call(self, flat: np.ndarray, where: Any) -> Any:
+        structure = self.layout.build(flat)
+        value = self.loss(structure)
+        self.evaluations += 1
+        return self._scalar(value, where)
+
+    def _call_batch(self, points: np.ndarray) -> np.ndarray:
+        structure = self.layout.build(points, batch=points.shape[0])
+        values = np.asarray(_to_numpy(self.loss(structure)))
+        self.evaluations += points.shape[0]
+        if values.shape != (points.shape[0],):
+            raise invalid(
+                "loss",
+                f"an array of shape {values.shape}",
+                f"with batched=True the loss must return one value per parameter set, "
+                f"shape ({points.shape[0]},)",
+                "reduce over every axis but the leading batch axis, or drop batched=True",
+            )
+        return values
+
+    def _scalar(self, value: Any, where: Any) -> Any:
+        array = np.asarray(_to_numpy(value))
+        if array.size != 1 or array.dtype.kind not in "iufc":
+            raise invalid(
+                "loss",
+                f"{type(value).__name__} of shape {array.shape} and dtype {array.dtype}",
+                "must return a scalar: a float, a 0-d array or an array of size 1",
+                "reduce the output to one number, e.g. with .sum() or .mean()",
+            )
+        if self.output_dtype is None:
+            self.output_dtype = array.dtype if array.dtype.kind in "fc" else np.dtype(np.float64)
+        scalar = array.reshape(()).item()
+        if not _finite(scalar):
+            raise invalid(
+                "loss",
+                scalar,
+                f"returned a non-finite value at {_describe(self.layout, where)}",
+                "keep the loss finite near these parameters (clip log arguments, "
+                "avoid division by zero) or choose a smaller step `eps`",
+            )
+        return scalar
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, complex):
+        return math.isfinite(value.real) and math.isfinite(value.imag)
+    return math.isfinite(value)
+
+
+def _to_numpy(value: Any) -> Any:
+    detach = getattr(value, "detach", None)
+    if callable(detach):  # a torch tensor: leave the graph, then go to numpy
+        return detach().cpu().numpy()
+    return value
+
+
+def _describe(layout: Layout, where: Any) -> str:
+    if isinstance(where, tuple):
+        index, offset = where
+        block = layout.block_of(index)
+        element = block.unravel(index - block.start)
+        return f"{block.name}{list(element)} shifted by {offset}"
+    return str(where)

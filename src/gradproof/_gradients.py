@@ -1,0 +1,108 @@
+"""Match the gradient under test to the parameter layout."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from gradproof._errors import invalid
+from gradproof._tree import Layout, flatten
+
+
+def resolve_gradient(grad: Any, params: Any, layout: Layout) -> np.ndarray:
+    """The gradient under test as one float64 vector in the layout's order.
+
+    ``grad`` is the same structure as ``params`` or a callable returning it. The
+    seeds' convention is accepted too: a dict whose keys are ``"d" + name`` for
+    the parameters' names, where any other keys (``dZ1``, ``dA1``) are ignored.
+
+    Raises:
+        InvalidArgument: missing, extra or misshapen blocks, NaN or inf.
+    """
+    if callable(grad) and not isinstance(grad, (np.ndarray, Mapping, list, tuple)):
+        grad = _call_gradient(grad, params)
+    elif not _is_structure(grad):
+        raise invalid(
+            "grad",
+            grad,
+            "must be the gradient (the same structure as `params`) or a callable grad(params)",
+            "pass the dict/array your backprop returns, or the backprop function itself",
+        )
+    grad = _from_seed_convention(grad, params)
+    glayout, gflat = flatten(grad, argument="grad")
+    gflat = _match_blocks(layout, glayout, gflat)
+    if not np.all(np.isfinite(gflat)):
+        bad = int(np.flatnonzero(~np.isfinite(gflat))[0])
+        block = layout.block_of(bad)
+        index = block.unravel(bad - block.start)
+        raise invalid(
+            "grad",
+            f"{block.name}{list(index)} = {gflat[bad]}",
+            "the gradient under test must be finite (no NaN or inf)",
+            "find where backprop produces the NaN/inf (log of 0, division by 0, overflow)",
+        )
+    return gflat
+
+
+def _is_structure(grad: Any) -> bool:
+    import numbers
+
+    return isinstance(grad, (np.ndarray, Mapping, list, tuple, numbers.Real)) or hasattr(
+        grad, "__array__"
+    )
+
+
+def _call_gradient(grad: Callable[[Any], Any], params: Any) -> Any:
+    # The callable gets its own copy so that a backprop writing in place cannot
+    # change the caller's parameters.
+    return grad(copy.deepcopy(params))
+
+
+def _from_seed_convention(grad: Any, params: Any) -> Any:
+    if not (isinstance(grad, Mapping) and isinstance(params, Mapping)):
+        return grad
+    if set(params).issubset(grad):
+        return grad
+    renamed = {f"d{k}": k for k in params if isinstance(k, str)}
+    if renamed and set(renamed).issubset(grad):
+        return {renamed_key: grad[f"d{renamed_key}"] for renamed_key in params}
+    return grad
+
+
+def _match_blocks(layout: Layout, glayout: Layout, gflat: np.ndarray) -> np.ndarray:
+    """Check names and shapes; return the gradient vector in the layout's order."""
+    names = [b.name for b in layout.blocks]
+    gnames = [b.name for b in glayout.blocks]
+    missing = [n for n in names if n not in gnames]
+    extra = [n for n in gnames if n not in names]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing block(s) {missing}")
+        if extra:
+            parts.append(f"extra block(s) {extra}")
+        raise invalid(
+            "grad",
+            f"blocks {gnames}",
+            f"must have the same blocks as `params` {names}, but has " + " and ".join(parts),
+            "return one gradient per parameter, under the parameter's own name "
+            "(or 'd' + name, as in the seeds' backprop)",
+        )
+    by_name = {b.name: b for b in glayout.blocks}
+    pieces = []
+    for block in layout.blocks:
+        gblock = by_name[block.name]
+        same = gblock.shape == block.shape or (block.size == 1 and gblock.size == 1)
+        if not same:
+            raise invalid(
+                f"grad block '{block.name}'",
+                f"shape {gblock.shape}",
+                f"must have the shape of parameter '{block.name}', {block.shape}",
+                "return a gradient of the parameter's own shape "
+                "(check for a missing sum over the batch axis, or a transpose)",
+            )
+        pieces.append(gflat[gblock.start : gblock.stop])
+    return np.concatenate(pieces)

@@ -1,0 +1,210 @@
+"""Turn numerical estimates into verdicts: per element, per block, overall.
+
+Each element is judged against its own tolerance, built from the error model::
+
+    tolerance_i = SAFETY * error_i + rtol * max(|g_i|, |n_i|) + atol
+
+where ``error_i`` is the scheme's estimate of the numerical derivative's error
+(truncation plus roundoff), ``rtol`` a small floor for what the error model
+cannot see, and ``atol`` a floor relative to the largest gradient element.
+An element beyond its tolerance whose one-sided differences disagree, and whose
+analytic value matches one side, sits near a kink and is not a bug.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gradproof._diagnose import diagnose, scale_of
+from gradproof._report import BlockResult, ElementResult, Index, Status
+from gradproof._schemes import Estimate
+from gradproof._tree import Block, Layout
+
+SAFETY = 4.0
+INCONCLUSIVE_RATIO = 0.1
+KINK_SLACK = {"central": 1e-2, "richardson": 1e-3, "complex": 0.0}
+WORST_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class Judged:
+    """Element-level verdicts over the checked coordinates."""
+
+    numerical: np.ndarray
+    tolerance: np.ndarray
+    wrong: np.ndarray
+    kink: np.ndarray
+
+
+def relative_difference(g: np.ndarray, n: np.ndarray) -> float:
+    """The seeds' ``||g - n||_2 / (||g||_2 + ||n||_2)``, 0 where both are 0."""
+    denom = float(np.linalg.norm(g) + np.linalg.norm(n))
+    return float(np.linalg.norm(g - n)) / denom if denom > 0 else 0.0
+
+
+def judge_elements(g: np.ndarray, est: Estimate, scheme: str, rtol: float) -> Judged:
+    """Element-wise verdicts, with kink coordinates re-judged on one side."""
+    n = est.value.copy()
+    scale = float(max(np.max(np.abs(n), initial=0.0), np.max(np.abs(g), initial=0.0)))
+    atol = 1e-12 * scale + 1e-300
+    tol = SAFETY * est.error + rtol * np.maximum(np.abs(g), np.abs(n)) + atol
+    wrong = np.abs(g - n) > tol
+    kink = np.zeros_like(wrong)
+    for i in np.flatnonzero(wrong):
+        side = _kink_side(g[i], est, int(i), KINK_SLACK[scheme], rtol)
+        if side is not None:
+            n[i], tol[i] = side
+            kink[i] = True
+            wrong[i] = False
+    return Judged(n, tol, wrong, kink)
+
+
+def _kink_side(
+    g: float, est: Estimate, i: int, slack: float, rtol: float
+) -> tuple[float, float] | None:
+    fwd, bwd = est.forward[i], est.backward[i]
+    if not (np.isfinite(fwd) and np.isfinite(bwd)):
+        return None
+    ferr, berr = est.forward_error[i], est.backward_error[i]
+    size = max(abs(fwd), abs(bwd), abs(g))
+    sides_disagree = abs(fwd - bwd) > SAFETY * (ferr + berr) + max(slack, rtol) * size
+    if not sides_disagree:
+        return None
+    for side, err in ((fwd, ferr), (bwd, berr)):
+        tol = SAFETY * err + max(slack, rtol) * max(abs(side), abs(g)) + 1e-300
+        if abs(g - side) <= tol:
+            return float(side), float(tol)
+    return None
+
+
+def judge_block(
+    block: Block,
+    positions: np.ndarray,
+    g: np.ndarray,
+    theta: np.ndarray,
+    judged: Judged,
+    global_signal: float,
+    tol: float | None,
+) -> BlockResult:
+    """The verdict for one block from its checked positions (offsets into the block)."""
+    n, t = judged.numerical, judged.tolerance
+    index = [block.unravel(int(p)) for p in positions]
+    wrong = [index[k] for k in np.flatnonzero(judged.wrong)]
+    kinks = tuple(index[k] for k in np.flatnonzero(judged.kink))
+    err = np.abs(g - n)
+    difference = relative_difference(g, n)
+    status, reason = _block_status(g, n, t, wrong, difference, tol, global_signal)
+    full = positions.size == block.size
+    diagnosis = None
+    if status == "fail":
+        shape = block.shape if full and block.shape else (positions.size,)
+        diagnosis = diagnose(
+            block.name, g.reshape(shape), n.reshape(shape), theta.reshape(shape), wrong
+        )
+    worst_k = int(np.argmax(err)) if err.size else 0
+    return BlockResult(
+        name=block.name,
+        shape=block.shape,
+        status=status,
+        difference=difference,
+        scale=scale_of(g, n),
+        max_abs_error=float(err.max(initial=0.0)),
+        worst_index=index[worst_k] if index else (),
+        checked=int(positions.size),
+        wrong_elements=tuple(wrong),
+        kinks=kinks,
+        worst=_worst(block.name, index, g, n, t, judged.kink),
+        reason=reason,
+        diagnosis=diagnosis,
+    )
+
+
+def _block_status(
+    g: np.ndarray,
+    n: np.ndarray,
+    t: np.ndarray,
+    wrong: list[Index],
+    difference: float,
+    tol: float | None,
+    global_signal: float,
+) -> tuple[Status, str]:
+    if wrong:
+        return "fail", f"{len(wrong)} element(s) beyond the error model"
+    if tol is not None and difference > tol:
+        return "fail", f"difference {difference:.3g} > tol {tol:.3g}"
+    signal = max(_rms(n), _rms(g), 1e-3 * global_signal)
+    noise = _rms(t)
+    if signal > 0 and noise > INCONCLUSIVE_RATIO * signal:
+        return "inconclusive", (
+            f"the numerical derivative is too noisy to judge: its error bound is "
+            f"{noise / signal:.0%} of the gradient's size. Try float64 evaluation, a "
+            f"larger eps, or a loss with less noise"
+        )
+    return "pass", ""
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x)))) if x.size else 0.0
+
+
+def _worst(
+    name: str,
+    index: list[Index],
+    g: np.ndarray,
+    n: np.ndarray,
+    t: np.ndarray,
+    kink: np.ndarray,
+) -> tuple[ElementResult, ...]:
+    ratio = np.abs(g - n) / t
+    order = np.argsort(-ratio, kind="stable")[:WORST_SHOWN]
+    out = []
+    for k in order:
+        abs_err = float(abs(g[k] - n[k]))
+        denom = max(abs(float(g[k])), abs(float(n[k])))
+        out.append(
+            ElementResult(
+                block=name,
+                index=index[k],
+                analytic=float(g[k]),
+                numerical=float(n[k]),
+                abs_error=abs_err,
+                rel_error=abs_err / denom if denom > 0 else 0.0,
+                tolerance=float(t[k]),
+                note="near a kink" if kink[k] else "",
+            )
+        )
+    return tuple(out)
+
+
+def overall_status(blocks: list[BlockResult], difference: float, tol: float | None) -> Status:
+    """Fail if any block fails (or the overall difference exceeds ``tol``)."""
+    if any(b.status == "fail" for b in blocks) or (tol is not None and difference > tol):
+        return "fail"
+    if any(b.status == "inconclusive" for b in blocks):
+        return "inconclusive"
+    return "pass"
+
+
+def suspects(blocks: list[BlockResult]) -> tuple[str, ...]:
+    """Failing blocks, latest in structure order first.
+
+    Backprop runs from the output towards the input, so a wrong block late in
+    a forward-ordered structure is the earliest error in backprop's own order;
+    blocks before it may only inherit its error.
+    """
+    return tuple(b.name for b in reversed(blocks) if b.status == "fail")
+
+
+def global_signal(g: np.ndarray, n: np.ndarray) -> float:
+    return max(_rms(g), _rms(n))
+
+
+def blocks_of(layout: Layout, indices: np.ndarray) -> list[tuple[Block, np.ndarray, np.ndarray]]:
+    """For each block: the block, the slice of checked positions, their offsets in it."""
+    out = []
+    for block in layout.blocks:
+        lo, hi = np.searchsorted(indices, [block.start, block.stop])
+        out.append((block, np.arange(lo, hi), indices[lo:hi] - block.start))
+    return out

@@ -1,0 +1,41 @@
+"""Argument checks for the public entry points, in one place."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+from gradproof._errors import invalid
+from gradproof._schemes import SCHEMES
+
+
+def check_positive(argument: str, value: Any, fix: str, allow_none: bool = True) -> None:
+    """``value`` must be a finite number > 0 (or None where allowed)."""
+    if value is None and allow_none:
+        return
+    ok = (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+        and float(value) > 0
+    )
+    if not ok:
+        raise invalid(argument, value, "must be a finite number > 0", fix)
+
+
+def check_scheme(scheme: Any) -> None:
+    names = ["auto", *SCHEMES]
+    if scheme not in names:
+        raise invalid(
+            "scheme",
+            scheme,
+            f"must be one of {names}",
+            "use 'auto' (Richardson with scaled steps, or central with your `eps`), "
+            "'central' (the seeds' method), 'richardson' or 'complex'",
+        )
+
+
+def check_callable(argument: str, value: Any, fix: str) -> None:
+    if not callable(value):
+        raise invalid(argument, value, "must be callable", fix)

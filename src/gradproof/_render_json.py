@@ -1,0 +1,52 @@
+"""JSON-ready dicts of a Report."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from gradproof._report import BlockResult, Report
+
+
+def report_to_dict(report: Report) -> dict[str, Any]:
+    """Every field of ``report`` as plain Python values (json.dumps-ready)."""
+    return {
+        "status": report.status,
+        "passed": report.passed,
+        "difference": _num(report.difference),
+        "tol": report.tol,
+        "scheme": report.scheme,
+        "eps": report.eps,
+        "precision": report.precision,
+        "mode": report.mode,
+        "evaluations": report.evaluations,
+        "seconds": report.seconds,
+        "coverage": report.coverage,
+        "suspects": list(report.suspects),
+        "notes": list(report.notes),
+        "blocks": {name: _block(b) for name, b in report.blocks.items()},
+        "extra": _plain(dict(report.extra)),
+    }
+
+
+def _block(block: BlockResult) -> dict[str, Any]:
+    out = _plain(dataclasses.asdict(block))
+    out["passed"] = block.passed
+    return out
+
+
+def _num(x: float) -> float | None:
+    return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float):
+        return _num(value)
+    if hasattr(value, "item"):
+        return _plain(value.item())
+    return value

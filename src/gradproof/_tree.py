@@ -1,0 +1,189 @@
+"""Parameter structures: flatten nested dicts/lists/tuples of arrays into blocks.
+
+A *block* is one leaf of the user's structure (a number or an array), named by
+its path: ``"W1"``, ``"layers.0.W"``, ``"1"``. The checker works on one float
+vector holding every block, row-major, in structure order, and rebuilds fresh
+structures from it for each loss evaluation, so the user's objects are never
+touched.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gradproof._errors import invalid
+
+Path = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Block:
+    """One leaf of the parameter structure."""
+
+    name: str
+    path: Path
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    start: int
+    is_python_number: bool
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.size
+
+    def unravel(self, flat_index: int) -> tuple[int, ...]:
+        """Index tuple into the block of a position within it."""
+        if not self.shape:
+            return ()
+        return tuple(int(i) for i in np.unravel_index(flat_index, self.shape))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a parameter structure maps onto one flat vector."""
+
+    treedef: Any
+    blocks: tuple[Block, ...]
+
+    @property
+    def size(self) -> int:
+        return self.blocks[-1].stop if self.blocks else 0
+
+    def block_of(self, flat_index: int) -> Block:
+        for block in self.blocks:
+            if block.start <= flat_index < block.stop:
+                return block
+        raise IndexError(flat_index)
+
+    def build(self, flat: np.ndarray, *, batch: int | None = None) -> Any:
+        """A fresh structure whose leaves are read-only views into ``flat``.
+
+        With ``batch=K``, ``flat`` has shape (K, N) and every leaf gets a
+        leading axis of K (Python numbers become arrays of shape (K,)).
+        """
+        leaves: list[Any] = []
+        for block in self.blocks:
+            if batch is None:
+                piece = flat[block.start : block.stop]
+                if block.is_python_number:
+                    value = piece[0]
+                    leaves.append(complex(value) if np.iscomplexobj(piece) else float(value))
+                    continue
+                view = piece.reshape(block.shape)
+            else:
+                view = flat[:, block.start : block.stop].reshape((batch, *block.shape))
+            view.flags.writeable = False
+            leaves.append(view)
+        return _unflatten(self.treedef, iter(leaves))
+
+
+def _name(path: Path) -> str:
+    return ".".join(str(p) for p in path) if path else "params"
+
+
+def flatten(params: Any, argument: str = "params") -> tuple[Layout, np.ndarray]:
+    """Flatten ``params`` into a layout and a float64 copy of its values.
+
+    Raises:
+        InvalidArgument: a leaf is not a real number or numeric array, or the
+            structure has no parameters.
+
+    >>> layout, flat = flatten({"W": np.array([[1.0, 2.0]]), "b": 3})
+    >>> [b.name for b in layout.blocks], flat.tolist()
+    (['W', 'b'], [1.0, 2.0, 3.0])
+    """
+    leaves: list[tuple[Path, Any]] = []
+    treedef = _flatten(params, (), leaves, argument)
+    blocks = []
+    values = []
+    start = 0
+    for path, leaf in leaves:
+        array, is_number = _leaf_array(leaf, path, argument)
+        blocks.append(Block(_name(path), path, array.shape, array.dtype, start, is_number))
+        values.append(np.asarray(array, dtype=np.float64).ravel())
+        start += array.size
+    if start == 0:
+        raise invalid(
+            argument,
+            params,
+            "holds no parameters to check",
+            "pass a number, a numpy array, or a dict/list/tuple of them",
+        )
+    flat = np.concatenate(values) if values else np.zeros(0)
+    return Layout(treedef, tuple(blocks)), flat
+
+
+def _flatten(node: Any, path: Path, out: list[tuple[Path, Any]], argument: str) -> Any:
+    if isinstance(node, Mapping):
+        keys = list(node.keys())
+        children = [_flatten(node[k], (*path, k), out, argument) for k in keys]
+        return ("dict", type(node), keys, children)
+    if isinstance(node, (list, tuple)):
+        children = [_flatten(v, (*path, i), out, argument) for i, v in enumerate(node)]
+        return ("seq", type(node), None, children)
+    out.append((path, node))
+    return ("leaf",)
+
+
+def _unflatten(treedef: Any, leaves: Any) -> Any:
+    kind = treedef[0]
+    if kind == "leaf":
+        return next(leaves)
+    _, cls, keys, children = treedef
+    values = [_unflatten(child, leaves) for child in children]
+    if kind == "dict":
+        pairs = dict(zip(keys, values, strict=True))
+        return pairs if cls is dict else _rebuild(cls, pairs, dict)
+    if cls is list or cls is tuple:
+        return cls(values)
+    if hasattr(cls, "_fields"):  # namedtuple
+        return cls(*values)
+    return _rebuild(cls, values, list)
+
+
+def _rebuild(cls: type, values: Any, fallback: type) -> Any:
+    try:
+        return cls(values)
+    except Exception:  # a container type that cannot be rebuilt from its items
+        return fallback(values)
+
+
+def _leaf_array(leaf: Any, path: Path, argument: str) -> tuple[np.ndarray, bool]:
+    where = f"{argument}" if not path else f"{argument} block '{_name(path)}'"
+    if isinstance(leaf, (bool, np.bool_)):
+        raise invalid(where, leaf, "is a bool, not a number to differentiate", "pass a float")
+    if isinstance(leaf, numbers.Real):
+        return np.asarray(float(leaf)), not isinstance(leaf, np.generic)
+    if isinstance(leaf, np.ndarray) or hasattr(leaf, "__array__"):
+        array = np.asarray(leaf)
+        if array.dtype.kind in "iuf":
+            return array, False
+        if array.dtype.kind == "b":
+            raise invalid(
+                where,
+                leaf,
+                "is a bool array, not numbers to differentiate",
+                "convert it with .astype(float)",
+            )
+        raise invalid(
+            where,
+            leaf,
+            f"has dtype {array.dtype}, but gradients are checked for real numbers only",
+            "pass a float array (complex and object arrays cannot be checked)",
+        )
+    raise invalid(
+        where,
+        leaf,
+        f"is a {type(leaf).__name__}, not a number or numeric array",
+        "keep only numbers and numpy arrays in the parameter structure, "
+        "and pass other inputs to the loss through a closure",
+    )

@@ -1,0 +1,1 @@
+"""Worked examples: the seeds' fraud-detection network (:mod:`gradproof.examples.fraud`)."""
