@@ -23,6 +23,7 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         "evaluations": report.evaluations,
         "seconds": report.seconds,
         "coverage": report.coverage,
+        "miss_probability": report.miss_probability,
         "suspects": list(report.suspects),
         "notes": list(report.notes),
         "blocks": {name: _block(b) for name, b in report.blocks.items()},

@@ -81,6 +81,10 @@ class Report:
         tol: the tolerance on ``difference`` (None: judged by the error model only).
         blocks: block name -> :class:`BlockResult`, in the order of the structure.
         suspects: failing blocks, the most likely origin of the bug first.
+        coverage: what was checked, in words (every coordinate, a sample, probes).
+        miss_probability: for sampled and probed checks, the stated probability
+            that a bug of the reported relative size went unseen (None: full check).
+        extra: mode-specific facts (JSON-ready), e.g. budget spent.
     """
 
     status: Status
@@ -96,6 +100,7 @@ class Report:
     mode: str = "full"
     notes: tuple[str, ...] = ()
     coverage: str = ""
+    miss_probability: float | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
