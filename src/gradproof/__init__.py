@@ -14,6 +14,7 @@ from gradproof._errors import (
     NondeterministicLossError,
 )
 from gradproof._report import BlockResult, Diagnosis, ElementResult, Report
+from gradproof._taylor import SweepResult, TaylorResult, sweep, taylor_test
 
 __version__ = "0.1.0"
 
@@ -26,7 +27,11 @@ __all__ = [
     "InvalidArgument",
     "NondeterministicLossError",
     "Report",
+    "SweepResult",
+    "TaylorResult",
     "__version__",
     "assert_gradients_match",
     "check",
+    "sweep",
+    "taylor_test",
 ]

@@ -38,6 +38,8 @@ class Estimate:
     forward_error: np.ndarray
     backward: np.ndarray
     backward_error: np.ndarray
+    roundoff: np.ndarray
+    smooth_gap: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ def _central(j0: float, values: np.ndarray, offsets: np.ndarray, delta: float) -
     # Roundoff only: a two-point central difference carries no estimate of its
     # truncation error (the judge allows a relative slack for it instead).
     error = 2 * delta / (hp + hm)
-    return Estimate(value, error, forward, 2 * delta / hp, backward, 2 * delta / hm)
+    return Estimate(value, error, forward, 2 * delta / hp, backward, 2 * delta / hm, error)
 
 
 def _richardson(j0: float, values: np.ndarray, offsets: np.ndarray, delta: float) -> Estimate:
@@ -101,10 +103,13 @@ def _richardson(j0: float, values: np.ndarray, offsets: np.ndarray, delta: float
     # |value - d2| bounds the error of d2 and so, conservatively, of the
     # extrapolated value; the roundoff bound adds the noise of each difference.
     h = (op1 - om1) / 2
-    error = np.abs(value - d2) + 3 * delta / h
+    roundoff = 3 * delta / h
+    error = np.abs(value - d2) + roundoff
     fwd, fwd_err = _one_sided(j0, jp1, jp2, op1, op2, delta)
     bwd, bwd_err = _one_sided(j0, jm1, jm2, om1, om2, delta)
-    return Estimate(value, error, fwd, fwd_err, bwd, bwd_err)
+    # For a smooth loss the two central differences agree to O(h^2); a kink
+    # between the two steps pulls them apart by a slope jump.
+    return Estimate(value, error, fwd, fwd_err, bwd, bwd_err, roundoff, np.abs(d1 - d2))
 
 
 def _one_sided(
@@ -124,7 +129,7 @@ def _complex_step(values: np.ndarray, offsets: np.ndarray) -> Estimate:
     # No subtraction, so no cancellation: the error is a few units of roundoff.
     error = 8 * np.finfo(np.float64).eps * np.abs(value)
     nan = np.full_like(value, np.nan)
-    return Estimate(value, error, nan, nan, nan, nan)
+    return Estimate(value, error, nan, nan, nan, nan, error)
 
 
 SCHEMES: dict[str, Scheme] = {
