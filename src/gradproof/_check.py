@@ -83,7 +83,7 @@ def check(
     check_positive("noise", noise, "pass the loss's noise level, or leave noise=None")
     check_scheme(scheme)
     layout, theta = flatten(params)
-    g = resolve_gradient(grad, params, layout)
+    g, grad_eps = resolve_gradient(grad, params, layout)
     evaluator = Evaluator(loss, layout, theta, batched=batched)
     j0, spread = _base_value(evaluator, noise)
     precision, machine_eps = _precision(layout, evaluator)
@@ -99,7 +99,7 @@ def check(
     rtol = (
         max(1e-8, 100 * machine_eps) if chosen.name != "central" else max(1e-6, 1e3 * machine_eps)
     )
-    judged = judge_elements(g[indices], estimate, chosen.name, rtol)
+    judged = judge_elements(g[indices], estimate, chosen.name, rtol, grad_eps)
     report_blocks = []
     signal = global_signal(g[indices], judged.numerical)
     for block, sl, positions in blocks_of(layout, indices):
@@ -203,12 +203,13 @@ def _noise_level(
 ) -> float:
     """A bound on the error in one loss value.
 
-    The largest of: roundoff from |J| (a few units in the last place), three
-    standard deviations of the measured noise (:mod:`gradproof._noise`), the
-    spread of repeated calls, and the user's stated noise.
+    The largest of: roundoff from |J| (one unit of ``eps * |J|``), twice the
+    measured noise's standard deviation (:mod:`gradproof._noise`), the spread
+    of repeated calls, and the user's stated noise. The schemes' error bounds
+    and the judge's safety factor multiply this further.
     """
-    roundoff = 4 * machine_eps * max(abs(j0), np.finfo(np.float64).tiny)
-    return max(roundoff, 3 * measured, spread, noise or 0.0)
+    roundoff = machine_eps * max(abs(j0), np.finfo(np.float64).tiny)
+    return max(roundoff, 2 * measured, spread, noise or 0.0)
 
 
 def _steps(scheme: Scheme, theta: np.ndarray, eps: float | None, machine_eps: float) -> np.ndarray:

@@ -12,8 +12,12 @@ from gradproof._errors import invalid
 from gradproof._tree import Layout, flatten
 
 
-def resolve_gradient(grad: Any, params: Any, layout: Layout) -> np.ndarray:
-    """The gradient under test as one float64 vector in the layout's order.
+def resolve_gradient(grad: Any, params: Any, layout: Layout) -> tuple[np.ndarray, float]:
+    """The gradient under test as one float64 vector in the layout's order, and its precision.
+
+    The precision is the machine epsilon of the least precise float block of the
+    gradient (float64's for Python numbers and integer arrays): a gradient computed
+    in float32 carries float32 rounding, which the judge must not call a bug.
 
     ``grad`` is the same structure as ``params`` or a callable returning it. The
     seeds' convention is accepted too: a dict whose keys are ``"d" + name`` for
@@ -44,7 +48,12 @@ def resolve_gradient(grad: Any, params: Any, layout: Layout) -> np.ndarray:
             "the gradient under test must be finite (no NaN or inf)",
             "find where backprop produces the NaN/inf (log of 0, division by 0, overflow)",
         )
-    return gflat
+    return gflat, _precision(glayout)
+
+
+def _precision(glayout: Layout) -> float:
+    floats = [b.dtype for b in glayout.blocks if b.dtype.kind == "f"]
+    return max((float(np.finfo(d).eps) for d in floats), default=float(np.finfo(np.float64).eps))
 
 
 def _is_structure(grad: Any) -> bool:

@@ -26,6 +26,7 @@ SAFETY = 4.0
 INCONCLUSIVE_RATIO = 0.1
 KINK_SLACK = {"central": 1e-3, "richardson": 1e-3, "complex": 0.0}
 WORST_SHOWN = 5
+GRAD_ROUNDING = 32.0  # units of the gradient's own epsilon allowed per element
 
 
 @dataclass(frozen=True)
@@ -44,12 +45,21 @@ def relative_difference(g: np.ndarray, n: np.ndarray) -> float:
     return float(np.linalg.norm(g - n)) / denom if denom > 0 else 0.0
 
 
-def judge_elements(g: np.ndarray, est: Estimate, scheme: str, rtol: float) -> Judged:
-    """Element-wise verdicts, with kink coordinates re-judged on one side."""
+def judge_elements(
+    g: np.ndarray, est: Estimate, scheme: str, rtol: float, grad_eps: float = 2.0**-52
+) -> Judged:
+    """Element-wise verdicts, with kink coordinates re-judged on one side.
+
+    ``grad_eps`` is the machine epsilon the gradient under test was computed in:
+    a float32 backprop's own rounding (relative to the element and, for sums
+    that cancel, to the largest element) is allowed for on top of the error model.
+    """
     n = est.value.copy()
     scale = float(max(np.max(np.abs(n), initial=0.0), np.max(np.abs(g), initial=0.0)))
     atol = 1e-12 * scale + 1e-300
     tol = SAFETY * est.error + rtol * np.maximum(np.abs(g), np.abs(n)) + atol
+    if grad_eps > 2.0**-52:
+        tol += GRAD_ROUNDING * grad_eps * (np.abs(g) + 0.1 * scale)
     kink = np.zeros(n.shape, dtype=bool)
     for i in np.flatnonzero(_nonsmooth(g, est, KINK_SLACK[scheme], rtol)):
         side = _kink_side(g[i], est, int(i), KINK_SLACK[scheme], rtol)

@@ -77,7 +77,7 @@ def taylor_test(
     """
     check_callable("loss", loss, "pass a function loss(params) -> scalar")
     layout, theta = flatten(params)
-    g = resolve_gradient(grad, params, layout)
+    g, _ = resolve_gradient(grad, params, layout)
     evaluator = Evaluator(loss, layout, theta)
     j0 = float(evaluator.value())
     noise = 3 * measure_noise(evaluator, j0, float(np.finfo(np.float64).eps), seed)
