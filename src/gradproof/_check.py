@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -224,24 +225,29 @@ def _steps(scheme: Scheme, theta: np.ndarray, eps: float | None, machine_eps: fl
 def _evaluate(
     evaluator: Evaluator, scheme: Scheme, indices: np.ndarray, offsets: np.ndarray
 ) -> np.ndarray:
+    if not scheme.is_complex:
+        return evaluator.coordinates(indices, offsets)
+    fix = "use scheme='richardson' (the default), which needs only real arithmetic"
     try:
-        values = evaluator.coordinates(indices, offsets)
-    except TypeError as error:
-        if scheme.is_complex:
-            raise invalid(
-                "scheme",
-                "complex",
-                f"needs a loss that accepts complex parameters, but the loss raised "
-                f"TypeError: {error}",
-                "use scheme='richardson' (the default)",
-            ) from error
-        raise
-    if scheme.is_complex and not np.iscomplexobj(values):
+        with warnings.catch_warnings():
+            # float(z) of a complex z drops the imaginary part with only a warning
+            warnings.simplefilter("error", np.exceptions.ComplexWarning)
+            values = evaluator.coordinates(indices, offsets)
+    except (TypeError, np.exceptions.ComplexWarning) as error:
         raise invalid(
             "scheme",
             "complex",
-            "needs a loss that returns a complex value",
-            "use scheme='richardson'",
+            f"needs a loss that computes with complex parameters, but the loss raised "
+            f"{type(error).__name__}: {error}",
+            fix,
+        ) from error
+    if not np.any(values.imag):
+        raise invalid(
+            "scheme",
+            "complex",
+            "needs a loss whose value keeps the imaginary part (this loss returned real "
+            "values for complex parameters: abs, max or a cast to float drops it)",
+            fix,
         )
     return values
 

@@ -1,0 +1,223 @@
+"""Verdicts you can trust: schemes, error model, kinks, noise, precision, sensitivity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from models import relu_net, tanh_net
+
+import gradproof
+from gradproof.examples import fraud
+
+
+def exp_sum(x):
+    return float(np.sum(np.exp(x)))
+
+
+# ------------------------------------------------------------------ 1. schemes
+
+
+@pytest.mark.parametrize(("scheme", "order"), [("central", 2), ("richardson", 4)])
+def test_scheme_error_shrinks_with_its_documented_order(scheme, order):
+    x = np.array([0.3, -0.7, 1.1])
+    errors = []
+    for h in (4e-2, 2e-2):
+        report = gradproof.check(exp_sum, x, np.exp, eps=h, scheme=scheme)
+        errors.append(report.blocks["params"].max_abs_error)
+    # Halving h divides the truncation error by 2**order (within 15%).
+    assert errors[0] / errors[1] == pytest.approx(2**order, rel=0.15)
+
+
+def test_complex_step_is_exact_to_roundoff():
+    x = np.array([0.3, -0.7, 1.1])
+    report = gradproof.check(lambda z: np.sum(np.exp(z)), x, np.exp, scheme="complex")
+    assert report.passed and report.scheme == "complex"
+    assert report.blocks["params"].max_abs_error <= 4 * np.finfo(float).eps * np.exp(1.1)
+    assert report.evaluations < 3 * x.size + 30  # one evaluation per coordinate plus set-up
+
+
+def test_complex_step_on_a_real_only_loss_says_what_to_use():
+    with pytest.raises(gradproof.InvalidArgument, match="richardson"):
+        gradproof.check(lambda z: float(np.sum(z)), np.ones(2), np.ones(2), scheme="complex")
+
+
+def test_default_is_richardson_and_a_given_eps_means_central():
+    x = np.ones(2)
+    assert gradproof.check(exp_sum, x, np.exp).scheme == "richardson"
+    assert gradproof.check(exp_sum, x, np.exp, eps=1e-6).scheme == "central"
+
+
+# ------------------------------------------------------- 2. the error model
+
+
+def test_error_model_catches_what_the_seeds_threshold_lets_through():
+    """One element wrong by 1e-6 relative: the seeds' difference says 'great', gradproof fails."""
+    loss, params, grad = tanh_net(0)
+    g = grad(params)
+    g["W"] = g["W"].copy()
+    g["W"][3, 1] *= 1 + 1e-6
+    report = gradproof.check(loss, params, g)
+    assert report.difference < 1e-7  # the seeds' rule would call this great
+    assert report.status == "fail"
+
+
+def test_stated_noise_far_above_the_signal_is_inconclusive_not_fail():
+    x = np.array([0.5, -1.0, 2.0])
+    report = gradproof.check(lambda p: float(np.sum(p**2)), x, lambda p: 2 * p, noise=1e-3)
+    assert report.status == "inconclusive"
+    block = report.blocks["params"]
+    assert "too noisy" in block.reason and "Try" in block.reason
+
+
+def test_a_float16_loss_is_judged_at_float16_precision():
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(20, 10))
+    x0 = rng.normal(size=10) * 0.3
+
+    def f16(x):
+        x = np.asarray(x, np.float16)
+        return np.float16(np.sum(np.tanh(A.astype(np.float16) @ x) ** 2))
+
+    def g(x):
+        t = np.tanh(A @ x)
+        return A.T @ (2 * t * (1 - t**2))
+
+    report = gradproof.check(f16, x0, g)
+    assert report.status in {"pass", "inconclusive"}  # never a false alarm
+    assert report.precision.startswith("float16")
+
+
+# ------------------------------------------------------------------ 3. kinks
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("park", [3e-8, -3e-8, 0.0, 2e-6])
+def test_relu_parked_next_to_its_kink_passes_with_a_kink_note(seed, park):
+    loss, params, grad, X = relu_net(seed)
+    z = params["W"] @ X + params["b"][:, None]
+    params["b"][2] += park - z[2, 1]
+    report = gradproof.check(loss, params, grad)
+    assert report.passed, str(report)
+    assert (2,) in report.blocks["b"].kinks
+    assert any("kink" in note for note in report.notes)
+
+
+def test_a_real_bug_next_to_a_kink_still_fails():
+    loss, params, grad, X = relu_net(0)
+    z = params["W"] @ X + params["b"][:, None]
+    params["b"][2] += 3e-8 - z[2, 1]
+    g = grad(params)
+    g["v"] = 2 * g["v"]
+    assert gradproof.check(loss, params, g).suspects == ("v",)
+
+
+def test_a_small_bug_on_a_smooth_loss_is_never_excused_as_a_kink():
+    loss, params, grad = tanh_net(1)
+    g = grad(params)
+    g["b"] = g["b"].copy()
+    g["b"][2] *= 1 + 1e-5
+    report = gradproof.check(loss, params, g)
+    assert report.blocks["b"].wrong_elements == ((2,),)
+    assert not report.blocks["b"].kinks
+
+
+# -------------------------------------------------------- 4. nondeterminism
+
+
+def test_random_sampling_in_the_loss_is_named_with_its_fixes():
+    rng = np.random.default_rng(0)
+
+    def loss(p):
+        batch = rng.normal(size=(8, 3))
+        return float(np.mean((batch @ p) ** 2))
+
+    with pytest.raises(gradproof.NondeterministicLossError) as info:
+        gradproof.check(loss, np.ones(3), np.ones(3))
+    message = str(info.value)
+    for phrase in ("dropout", "random sampling", "BatchNorm", "keep_prob=1", "seed", "noise="):
+        assert phrase in message
+
+
+def test_dropout_with_a_stated_noise_is_never_a_wrong_block():
+    loss, params, grads = fraud.problem(bugs=False, keep_prob=0.9)
+    report = gradproof.check(loss, params, grads, noise=5.0)
+    assert report.status != "fail"
+    assert not report.suspects
+
+
+def test_a_stated_noise_smaller_than_the_real_one_still_raises():
+    loss, params, grads = fraud.problem(bugs=False, keep_prob=0.5)
+    with pytest.raises(gradproof.NondeterministicLossError):
+        gradproof.check(loss, params, grads, noise=1e-12)
+
+
+# ---------------------------------------------------------------- 5. precision
+
+
+def _float32_problem():
+    """A correct float32 model: params and backprop both in float32."""
+    loss64, params, grad64 = tanh_net(2)
+    p32 = {k: np.asarray(v, dtype=np.float32) for k, v in params.items()}
+    g32 = {k: np.asarray(v, dtype=np.float32) for k, v in grad64(p32).items()}
+    return loss64, p32, g32
+
+
+def test_a_correct_float32_model_passes_and_says_how_it_was_checked():
+    loss, p32, g32 = _float32_problem()
+    report = gradproof.check(loss, p32, g32)
+    assert report.passed, str(report)
+    assert "float32" in report.precision and "checked in float64" in report.precision
+    assert p32["W"].dtype == np.float32  # the caller's arrays keep their dtype
+
+
+def test_a_float32_model_with_a_real_bug_fails():
+    loss, p32, g32 = _float32_problem()
+    g32["v"] = g32["v"] * np.float32(1.01)
+    assert gradproof.check(loss, p32, g32).suspects == ("v",)
+
+
+def test_a_loss_that_computes_in_float32_gets_float32_steps_and_passes():
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(20, 10)).astype(np.float32)
+    x0 = rng.normal(size=10) * 0.3
+
+    def f32(x):
+        return np.float32(np.sum(np.tanh(A @ np.asarray(x, np.float32)) ** 2))
+
+    def g(x):
+        t = np.tanh(A.astype(float) @ x)
+        return A.astype(float).T @ (2 * t * (1 - t**2))
+
+    report = gradproof.check(f32, x0, g)
+    assert report.passed, str(report)
+    assert report.precision.startswith("float32 (the loss computes in float32")
+    assert gradproof.check(f32, x0, lambda x: 1.01 * g(x)).status == "fail"
+
+
+def test_integer_params_are_checked_in_float64():
+    report = gradproof.check(lambda p: float(np.sum(p**2)), np.array([1, 2, 3]), lambda p: 2 * p)
+    assert report.passed and "int64" in report.precision
+
+
+# -------------------------------------------------------------- 6. sensitivity
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_correct_smooth_float64_gradients_report_1e_9_or_smaller(seed):
+    loss, params, grad = tanh_net(seed)
+    assert sum(np.size(v) for v in params.values()) == 97
+    report = gradproof.check(loss, params, grad)
+    assert report.passed and report.difference <= 1e-9
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize(("block", "index"), [("W", (3, 1)), ("b", (5,)), ("v", (0,))])
+def test_one_element_wrong_by_1e_6_relative_fails_and_is_named(seed, block, index):
+    loss, params, grad = tanh_net(seed)
+    g = {k: np.array(v, dtype=float) for k, v in grad(params).items()}
+    g[block][index] *= 1 + 1e-6
+    report = gradproof.check(loss, params, g)
+    assert report.status == "fail"
+    assert report.suspects == (block,)
+    assert report.blocks[block].wrong_elements == (index,)
+    assert report.blocks[block].worst_index == index
