@@ -107,7 +107,7 @@ def _regularization(name: str, g: np.ndarray, n: np.ndarray, theta: np.ndarray) 
 
 
 def _elements_or_general(name: str, g: np.ndarray, n: np.ndarray, wrong: list[Index]) -> Diagnosis:
-    if wrong and len(wrong) <= max(3, g.size // 10):
+    if wrong and len(wrong) < g.size and len(wrong) <= max(3, g.size // 10):
         shown = ", ".join(_fmt(i) for i in wrong[:8])
         more = f" and {len(wrong) - 8} more" if len(wrong) > 8 else ""
         return Diagnosis(
