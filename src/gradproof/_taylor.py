@@ -90,6 +90,9 @@ def taylor_test(
     slope = float(np.dot(g, v))
     residuals = np.abs(values - j0 - steps * slope)
     zeroth = np.abs(values - j0)
+    # Roundoff in the values themselves bounds the floor from below.
+    roundoff = 4 * np.finfo(np.float64).eps * float(np.max(np.abs(values), initial=abs(j0)))
+    noise = max(noise, roundoff)
     order, status, text = _verdict(steps, residuals, noise)
     return TaylorResult(
         tuple(steps.tolist()),
