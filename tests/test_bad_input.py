@@ -1,0 +1,67 @@
+"""Misuse gives an InvalidArgument naming the argument, its value, the rule and the fix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gradproof
+
+P = {"W": np.ones((2, 3)), "b": np.zeros(2)}
+G = {"W": np.full((2, 3), 2.0), "b": np.zeros(2)}
+
+
+def loss(p):
+    return float(np.sum(p["W"] ** 2) + np.sum(p["b"] ** 2))
+
+
+def with_nan(p):
+    return float("nan")
+
+
+def with_inf(p):
+    return float(np.sum(p["W"]) * np.inf)
+
+
+CASES = [
+    # id, call kwargs overrides, argument named, fragments the message must hold
+    ("grad-shape", {"grad": {"W": np.ones((3, 2)), "b": np.zeros(2)}},
+     "grad block 'W'", ["(3, 2)", "(2, 3)", "shape"]),
+    ("grad-missing", {"grad": {"W": G["W"]}}, "grad", ["missing", "'b'"]),
+    ("grad-extra", {"grad": {**G, "c": np.ones(1)}}, "grad", ["extra", "'c'"]),
+    ("loss-vector", {"loss": lambda p: p["W"]}, "loss", ["shape (2, 3)", "scalar", ".sum()"]),
+    ("loss-nan", {"loss": with_nan}, "loss", ["nan", "non-finite"]),
+    ("loss-inf", {"loss": with_inf}, "loss", ["inf", "non-finite"]),
+    ("grad-nan", {"grad": {"W": np.full((2, 3), np.nan), "b": np.zeros(2)}},
+     "grad", ["W[0, 0]", "nan", "finite"]),
+    ("params-string", {"params": {"W": "weights"}, "grad": {"W": 1.0}},
+     "params block 'W'", ["'weights'", "str", "number"]),
+    ("params-bool", {"params": True, "grad": 1.0}, "params", ["bool"]),
+    ("params-complex", {"params": np.ones(2, dtype=complex), "grad": np.ones(2)},
+     "params", ["complex128", "real"]),
+    ("params-empty", {"params": {}, "grad": {}}, "params", ["no parameters"]),
+    ("eps-zero", {"eps": 0}, "eps", ["0", "> 0", "eps=1e-7"]),
+    ("eps-negative", {"eps": -1e-7}, "eps", ["-1e-07", "> 0"]),
+    ("eps-nan", {"eps": float("nan")}, "eps", ["nan", "finite"]),
+    ("tol-zero", {"tol": 0.0}, "tol", ["> 0", "tol=2e-7"]),
+    ("noise-negative", {"noise": -1.0}, "noise", ["> 0"]),
+    ("grad-neither", {"grad": "dW"}, "grad", ["'dW'", "callable", "structure"]),
+    ("grad-none", {"grad": None}, "grad", ["None", "callable"]),
+    ("loss-not-callable", {"loss": 3.0}, "loss", ["3.0", "callable"]),
+    ("scheme-unknown", {"scheme": "forward"}, "scheme", ["'forward'", "richardson"]),
+]
+
+
+@pytest.mark.parametrize(("overrides", "argument", "fragments"),
+                         [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_misuse_is_explained(overrides, argument, fragments):
+    kwargs = {"loss": loss, "params": P, "grad": G, **overrides}
+    call_loss, params, grad = kwargs.pop("loss"), kwargs.pop("params"), kwargs.pop("grad")
+    with pytest.raises(gradproof.InvalidArgument) as info:
+        gradproof.check(call_loss, params, grad, **kwargs)
+    message = str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert message.startswith(f"`{argument}`="), message
+    assert "Fix: " in message, message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
