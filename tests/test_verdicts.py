@@ -154,16 +154,32 @@ def test_a_stated_noise_smaller_than_the_real_one_still_raises():
 # ---------------------------------------------------------------- 5. precision
 
 
-def _float32_problem():
-    """A correct float32 model: params and backprop both in float32."""
-    loss64, params, grad64 = tanh_net(2)
-    p32 = {k: np.asarray(v, dtype=np.float32) for k, v in params.items()}
-    g32 = {k: np.asarray(v, dtype=np.float32) for k, v in grad64(p32).items()}
-    return loss64, p32, g32
+def _float32_problem(seed=0, m=64):
+    """A correct float32 model: params and the whole backprop in float32."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(30, m))
+    params = {
+        "W": (rng.normal(size=(20, 30)) / np.sqrt(30)).astype(np.float32),
+        "b": (rng.normal(size=20) * 0.1).astype(np.float32),
+        "v": rng.normal(size=20).astype(np.float32),
+    }
+
+    def loss(q):  # the reference loss, evaluated in float64
+        h = np.tanh(q["W"] @ X + q["b"][:, None])
+        return float(np.mean(np.logaddexp(0.0, q["v"] @ h)))
+
+    X32 = X.astype(np.float32)
+    h = np.tanh(params["W"] @ X32 + params["b"][:, None])
+    dz = np.float32(1) / (np.float32(1) + np.exp(-(params["v"] @ h))) / np.float32(m)
+    dh = np.outer(params["v"], dz) * (np.float32(1) - h**2)
+    grads = {"W": dh @ X32.T, "b": dh.sum(axis=1), "v": h @ dz}
+    assert all(g.dtype == np.float32 for g in grads.values())
+    return loss, params, grads
 
 
-def test_a_correct_float32_model_passes_and_says_how_it_was_checked():
-    loss, p32, g32 = _float32_problem()
+@pytest.mark.parametrize("seed", range(3))
+def test_a_correct_float32_model_passes_and_says_how_it_was_checked(seed):
+    loss, p32, g32 = _float32_problem(seed)
     report = gradproof.check(loss, p32, g32)
     assert report.passed, str(report)
     assert "float32" in report.precision and "checked in float64" in report.precision
@@ -172,8 +188,10 @@ def test_a_correct_float32_model_passes_and_says_how_it_was_checked():
 
 def test_a_float32_model_with_a_real_bug_fails():
     loss, p32, g32 = _float32_problem()
-    g32["v"] = g32["v"] * np.float32(1.01)
-    assert gradproof.check(loss, p32, g32).suspects == ("v",)
+    g32["W"] = g32["W"].copy()
+    g32["W"][2, 3] *= np.float32(1.01)
+    report = gradproof.check(loss, p32, g32)
+    assert report.suspects == ("W",) and report.blocks["W"].wrong_elements == ((2, 3),)
 
 
 def test_a_loss_that_computes_in_float32_gets_float32_steps_and_passes():
@@ -221,3 +239,14 @@ def test_one_element_wrong_by_1e_6_relative_fails_and_is_named(seed, block, inde
     assert report.suspects == (block,)
     assert report.blocks[block].wrong_elements == (index,)
     assert report.blocks[block].worst_index == index
+
+
+def test_bfloat16_params_and_gradient_are_checked_in_float64():
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="bfloat16 arrays come from ml_dtypes")
+    bf16 = ml_dtypes.bfloat16
+    x = np.array([0.5, -1.25, 2.0], dtype=bf16)
+    g = (2 * np.asarray(x, dtype=np.float32)).astype(bf16)
+    report = gradproof.check(lambda p: float(np.sum(np.asarray(p, float) ** 2)), x, g)
+    assert report.passed and "bfloat16" in report.precision
+    wrong = (np.asarray(g, np.float32) * 1.5).astype(bf16)
+    assert gradproof.check(lambda p: float(np.sum(np.asarray(p, float) ** 2)), x, wrong).status == "fail"

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from gradproof._errors import invalid
-from gradproof._tree import Layout, flatten
+from gradproof._tree import Layout, flatten, float_eps
 
 
 def resolve_gradient(grad: Any, params: Any, layout: Layout) -> tuple[np.ndarray, float]:
@@ -52,8 +52,8 @@ def resolve_gradient(grad: Any, params: Any, layout: Layout) -> tuple[np.ndarray
 
 
 def _precision(glayout: Layout) -> float:
-    floats = [b.dtype for b in glayout.blocks if b.dtype.kind == "f"]
-    return max((float(np.finfo(d).eps) for d in floats), default=float(np.finfo(np.float64).eps))
+    found = [float_eps(b.dtype) for b in glayout.blocks]
+    return max((e for e in found if e is not None), default=float(np.finfo(np.float64).eps))
 
 
 def _is_structure(grad: Any) -> bool:

@@ -26,7 +26,7 @@ SAFETY = 4.0
 INCONCLUSIVE_RATIO = 0.1
 KINK_SLACK = {"central": 1e-3, "richardson": 1e-3, "complex": 0.0}
 WORST_SHOWN = 5
-GRAD_ROUNDING = 32.0  # units of the gradient's own epsilon allowed per element
+GRAD_ROUNDING = 8.0  # units of the gradient's own epsilon allowed per element
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,13 @@ class Judged:
     tolerance: np.ndarray
     wrong: np.ndarray
     kink: np.ndarray
+    # The part of the tolerance owed to the numerical derivative alone (the rest
+    # allows for a low-precision gradient's own rounding); None: all of it.
+    numeric_tolerance: np.ndarray | None = None
+
+    @property
+    def numeric(self) -> np.ndarray:
+        return self.tolerance if self.numeric_tolerance is None else self.numeric_tolerance
 
 
 def relative_difference(g: np.ndarray, n: np.ndarray) -> float:
@@ -46,28 +53,39 @@ def relative_difference(g: np.ndarray, n: np.ndarray) -> float:
 
 
 def judge_elements(
-    g: np.ndarray, est: Estimate, scheme: str, rtol: float, grad_eps: float = 2.0**-52
+    g: np.ndarray,
+    est: Estimate,
+    scheme: str,
+    rtol: float,
+    grad_eps: float = 2.0**-52,
+    scale: float | None = None,
 ) -> Judged:
     """Element-wise verdicts, with kink coordinates re-judged on one side.
 
     ``grad_eps`` is the machine epsilon the gradient under test was computed in:
     a float32 backprop's own rounding (relative to the element and, for sums
-    that cancel, to the largest element) is allowed for on top of the error model.
+    that cancel, to the largest element of the whole gradient, ``scale``) is
+    allowed for on top of the error model. ``scale`` defaults to the largest
+    element among ``g`` and the estimates; pass the whole gradient's when
+    judging a subset.
     """
     n = est.value.copy()
-    scale = float(max(np.max(np.abs(n), initial=0.0), np.max(np.abs(g), initial=0.0)))
+    if scale is None:
+        scale = float(max(np.max(np.abs(n), initial=0.0), np.max(np.abs(g), initial=0.0)))
     atol = 1e-12 * scale + 1e-300
     tol = SAFETY * est.error + rtol * np.maximum(np.abs(g), np.abs(n)) + atol
+    numeric = tol.copy()
     if grad_eps > 2.0**-52:
-        tol += GRAD_ROUNDING * grad_eps * (np.abs(g) + 0.1 * scale)
+        tol += GRAD_ROUNDING * grad_eps * (np.abs(g) + scale)
     kink = np.zeros(n.shape, dtype=bool)
     for i in np.flatnonzero(_nonsmooth(g, est, KINK_SLACK[scheme], rtol)):
         side = _kink_side(g[i], est, int(i), KINK_SLACK[scheme], rtol)
         if side is not None:
             n[i], tol[i] = side
+            numeric[i] = min(numeric[i], tol[i])
             kink[i] = True
     wrong = np.abs(g - n) > tol
-    return Judged(n, tol, wrong, kink)
+    return Judged(n, tol, wrong, kink, numeric)
 
 
 def _nonsmooth(g: np.ndarray, est: Estimate, slack: float, rtol: float) -> np.ndarray:
@@ -123,7 +141,9 @@ def judge_block(
     kinks = tuple(index[k] for k in np.flatnonzero(judged.kink))
     err = np.abs(g - n)
     difference = relative_difference(g, n)
-    status, reason = _block_status(g, n, t, wrong, difference, tol, global_signal)
+    status, reason = _block_status(
+        g, n, judged.numeric, wrong, difference, tol, global_signal
+    )
     full = positions.size == block.size
     diagnosis = None
     if status == "fail":

@@ -165,7 +165,7 @@ def _leaf_array(leaf: Any, path: Path, argument: str) -> tuple[np.ndarray, bool]
         return np.asarray(float(leaf)), not isinstance(leaf, np.generic)
     if isinstance(leaf, np.ndarray) or hasattr(leaf, "__array__"):
         array = np.asarray(leaf)
-        if array.dtype.kind in "iuf":
+        if array.dtype.kind in "iuf" or float_eps(array.dtype) is not None:
             return array, False
         if array.dtype.kind == "b":
             raise invalid(
@@ -187,3 +187,22 @@ def _leaf_array(leaf: Any, path: Path, argument: str) -> tuple[np.ndarray, bool]
         "keep only numbers and numpy arrays in the parameter structure, "
         "and pass other inputs to the loss through a closure",
     )
+
+
+def float_eps(dtype: np.dtype[Any]) -> float | None:
+    """Machine epsilon of a real floating dtype, numpy's or ml_dtypes' (bfloat16); else None.
+
+    >>> float_eps(np.dtype(np.float32)) == float(np.finfo(np.float32).eps)
+    True
+    >>> float_eps(np.dtype(np.int64)) is None
+    True
+    """
+    if dtype.kind == "f":
+        return float(np.finfo(dtype).eps)
+    if dtype.kind == "V" and "float" in dtype.name:
+        try:
+            import ml_dtypes
+        except ImportError:
+            return None
+        return float(ml_dtypes.finfo(dtype).eps)
+    return None
