@@ -1,0 +1,26 @@
+"""The README's promises: its Python example runs, its quick start is what CI runs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_python_examples_run(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    assert blocks
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), {})
+    assert "gradient check: PASS" in capsys.readouterr().out
+
+
+def test_quick_start_is_two_commands_and_ci_runs_the_test_command():
+    quick = README.split("## Quick start", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line for line in quick.splitlines() if line.strip()]
+    assert len(commands) == 2
+    assert commands[0].endswith("gradproof demo")
+    test_command = commands[1].rsplit("&& ", 1)[1]
+    assert test_command in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
