@@ -39,7 +39,11 @@ def relu_net(seed: int = 0, n_in: int = 4, n_hidden: int = 6, m: int = 5):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n_in, m))
     y = rng.normal(size=m)
-    params = {"W": rng.normal(size=(n_hidden, n_in)), "b": rng.normal(size=n_hidden), "v": rng.normal(size=n_hidden)}
+    params = {
+        "W": rng.normal(size=(n_hidden, n_in)),
+        "b": rng.normal(size=n_hidden),
+        "v": rng.normal(size=n_hidden),
+    }
 
     def loss(p):
         a = np.maximum(0.0, p["W"] @ X + p["b"][:, None])

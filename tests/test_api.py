@@ -47,7 +47,12 @@ def test_block_names_follow_the_structure_in_order():
     }
     report = gradproof.check(quad, params, double(params))
     assert list(report.blocks) == [
-        "layers.0.W", "layers.0.b", "layers.1.W", "layers.1.b", "scale.0", "scale.1",
+        "layers.0.W",
+        "layers.0.b",
+        "layers.1.W",
+        "layers.1.b",
+        "scale.0",
+        "scale.1",
     ]
     assert report.passed
     assert report.blocks["layers.0.W"].shape == (2, 3)

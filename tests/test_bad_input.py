@@ -25,20 +25,36 @@ def with_inf(p):
 
 CASES = [
     # id, call kwargs overrides, argument named, fragments the message must hold
-    ("grad-shape", {"grad": {"W": np.ones((3, 2)), "b": np.zeros(2)}},
-     "grad block 'W'", ["(3, 2)", "(2, 3)", "shape"]),
+    (
+        "grad-shape",
+        {"grad": {"W": np.ones((3, 2)), "b": np.zeros(2)}},
+        "grad block 'W'",
+        ["(3, 2)", "(2, 3)", "shape"],
+    ),
     ("grad-missing", {"grad": {"W": G["W"]}}, "grad", ["missing", "'b'"]),
     ("grad-extra", {"grad": {**G, "c": np.ones(1)}}, "grad", ["extra", "'c'"]),
     ("loss-vector", {"loss": lambda p: p["W"]}, "loss", ["shape (2, 3)", "scalar", ".sum()"]),
     ("loss-nan", {"loss": with_nan}, "loss", ["nan", "non-finite"]),
     ("loss-inf", {"loss": with_inf}, "loss", ["inf", "non-finite"]),
-    ("grad-nan", {"grad": {"W": np.full((2, 3), np.nan), "b": np.zeros(2)}},
-     "grad", ["W[0, 0]", "nan", "finite"]),
-    ("params-string", {"params": {"W": "weights"}, "grad": {"W": 1.0}},
-     "params block 'W'", ["'weights'", "str", "number"]),
+    (
+        "grad-nan",
+        {"grad": {"W": np.full((2, 3), np.nan), "b": np.zeros(2)}},
+        "grad",
+        ["W[0, 0]", "nan", "finite"],
+    ),
+    (
+        "params-string",
+        {"params": {"W": "weights"}, "grad": {"W": 1.0}},
+        "params block 'W'",
+        ["'weights'", "str", "number"],
+    ),
     ("params-bool", {"params": True, "grad": 1.0}, "params", ["bool"]),
-    ("params-complex", {"params": np.ones(2, dtype=complex), "grad": np.ones(2)},
-     "params", ["complex128", "real"]),
+    (
+        "params-complex",
+        {"params": np.ones(2, dtype=complex), "grad": np.ones(2)},
+        "params",
+        ["complex128", "real"],
+    ),
     ("params-empty", {"params": {}, "grad": {}}, "params", ["no parameters"]),
     ("eps-zero", {"eps": 0}, "eps", ["0", "> 0", "eps=1e-7"]),
     ("eps-negative", {"eps": -1e-7}, "eps", ["-1e-07", "> 0"]),
@@ -52,8 +68,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("overrides", "argument", "fragments"),
-                         [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("overrides", "argument", "fragments"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_misuse_is_explained(overrides, argument, fragments):
     kwargs = {"loss": loss, "params": P, "grad": G, **overrides}
     call_loss, params, grad = kwargs.pop("loss"), kwargs.pop("params"), kwargs.pop("grad")

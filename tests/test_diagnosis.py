@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from models import tanh_net
 
 import gradproof
+from models import tanh_net
 
 
 def planted(change, *, square: bool = False, lambd: float = 0.0):
@@ -66,7 +66,9 @@ def test_a_few_wrong_elements_are_listed_by_index():
 
 
 def test_scale_is_none_where_the_numerical_derivative_is_zero():
-    report = gradproof.check(lambda p: 0.0 * float(np.sum(p)), np.array([1.0, 2.0, -3.0]), np.ones(3))
+    report = gradproof.check(
+        lambda p: 0.0 * float(np.sum(p)), np.array([1.0, 2.0, -3.0]), np.ones(3)
+    )
     assert report.blocks["params"].scale is None
     assert report.blocks["params"].diagnosis.kind == "general"
 

@@ -28,9 +28,10 @@ REDUCTIONS = ("sum", "mean", "logsumexp")
 @st.composite
 def models(draw):
     n = draw(st.integers(1, 5))
-    widths = [n] + draw(st.lists(st.integers(1, 5), min_size=1, max_size=3))
-    ops = draw(st.lists(st.sampled_from(sorted(OPS)), min_size=len(widths) - 1,
-                        max_size=len(widths) - 1))
+    widths = [n, *draw(st.lists(st.integers(1, 5), min_size=1, max_size=3))]
+    ops = draw(
+        st.lists(st.sampled_from(sorted(OPS)), min_size=len(widths) - 1, max_size=len(widths) - 1)
+    )
     reduction = draw(st.sampled_from(REDUCTIONS))
     seed = draw(st.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)
@@ -76,8 +77,9 @@ PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 @given(models())
 def test_exact_gradients_never_fail(model):
     params, ops, reduction = model
-    report = gradproof.check(lambda p: forward(p, ops, reduction)[0], params,
-                             gradient(params, ops, reduction))
+    report = gradproof.check(
+        lambda p: forward(p, ops, reduction)[0], params, gradient(params, ops, reduction)
+    )
     assert report.status != "fail", str(report)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from models import relu_net, tanh_net
 
 import gradproof
+from models import relu_net, tanh_net
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -70,8 +70,9 @@ def test_sweep_shows_the_v_and_finds_a_middle_step():
 
 
 def test_sweep_takes_the_steps_it_is_given():
-    result = gradproof.sweep(lambda x: float(np.sum(x**3)), np.ones(2), lambda x: 3 * x**2,
-                             eps=[1e-2, 1e-4])
+    result = gradproof.sweep(
+        lambda x: float(np.sum(x**3)), np.ones(2), lambda x: 3 * x**2, eps=[1e-2, 1e-4]
+    )
     assert result.eps == (1e-2, 1e-4)
     # central difference of x^3: error h^2 exactly, so the difference shrinks by 1e4
     assert result.differences[0] / result.differences[1] == pytest.approx(1e4, rel=1e-3)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from models import relu_net, tanh_net
 
 import gradproof
 from gradproof.examples import fraud
+from models import relu_net, tanh_net
 
 
 def exp_sum(x):
@@ -249,4 +249,7 @@ def test_bfloat16_params_and_gradient_are_checked_in_float64():
     report = gradproof.check(lambda p: float(np.sum(np.asarray(p, float) ** 2)), x, g)
     assert report.passed and "bfloat16" in report.precision
     wrong = (np.asarray(g, np.float32) * 1.5).astype(bf16)
-    assert gradproof.check(lambda p: float(np.sum(np.asarray(p, float) ** 2)), x, wrong).status == "fail"
+    assert (
+        gradproof.check(lambda p: float(np.sum(np.asarray(p, float) ** 2)), x, wrong).status
+        == "fail"
+    )

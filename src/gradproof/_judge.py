@@ -141,9 +141,7 @@ def judge_block(
     kinks = tuple(index[k] for k in np.flatnonzero(judged.kink))
     err = np.abs(g - n)
     difference = relative_difference(g, n)
-    status, reason = _block_status(
-        g, n, judged.numeric, wrong, difference, tol, global_signal
-    )
+    status, reason = _block_status(g, n, judged.numeric, wrong, difference, tol, global_signal)
     full = positions.size == block.size
     diagnosis = None
     if status == "fail":

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from typing import Any
 
 from gradproof._report import BlockResult, Report
+
+
+def render_json(report: Report, *, indent: int | None = 2) -> str:
+    """``report`` as JSON text; NaN and inf become ``null`` (strict JSON).
+
+    >>> import json, numpy as np, gradproof
+    >>> report = gradproof.check(lambda w: float(w @ w), np.ones(2), lambda w: 2 * w)
+    >>> json.loads(render_json(report))["status"]
+    'pass'
+    """
+    return json.dumps(_plain(report_to_dict(report)), indent=indent, allow_nan=False)
 
 
 def report_to_dict(report: Report) -> dict[str, Any]:

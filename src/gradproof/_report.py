@@ -74,6 +74,9 @@ class BlockResult:
 class Report:
     """Everything a gradient check found. ``str(report)`` renders it as text.
 
+    ``report.to_html()`` renders one self-contained page, ``report.to_json()``
+    JSON; in a notebook the report displays itself as HTML.
+
     Attributes:
         status: ``"pass"``, ``"fail"`` or ``"inconclusive"``.
         difference: the seeds' ``||g - g~|| / (||g|| + ||g~||)`` over every
@@ -116,8 +119,52 @@ class Report:
 
         return render_text(self)
 
+    def __repr__(self) -> str:
+        """A one-line summary; ``str(report)`` (or ``print``) gives the full text report."""
+        suspects = f", suspects={self.suspects!r}" if self.suspects else ""
+        return (
+            f"Report(status={self.status!r}, difference={self.difference:.3e}, "
+            f"blocks={len(self.blocks)}{suspects})"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of the whole report."""
         from gradproof._render_json import report_to_dict
 
         return report_to_dict(self)
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        """The report as JSON text (NaN and inf become ``null``)."""
+        from gradproof._render_json import render_json
+
+        return render_json(self, indent=indent)
+
+    def to_html(self, *, plots: bool = True, full_page: bool = True) -> str:
+        """The report as one self-contained HTML page (plots inlined, names escaped).
+
+        Args:
+            plots: inline the per-block bar chart and the analytic/numerical
+                scatter (needs matplotlib: ``pip install 'gradproof[plot]'``).
+            full_page: a complete document; False gives a ``<div>`` fragment.
+
+        >>> import numpy as np, gradproof
+        >>> report = gradproof.check(lambda w: float(w @ w), np.ones(2), lambda w: 2 * w)
+        >>> report.to_html(plots=False).startswith("<!DOCTYPE html>")
+        True
+        """
+        from gradproof._render_html import render_html
+
+        return render_html(self, plots=plots, full_page=full_page)
+
+    def _repr_html_(self) -> str:
+        """The notebook view: the HTML report as a fragment, with plots if matplotlib is there."""
+        import importlib.util
+
+        from gradproof._render_html import render_html
+
+        plots = importlib.util.find_spec("matplotlib") is not None
+        return render_html(self, plots=plots, full_page=False)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's plain-text view: the full text report."""
+        printer.text(repr(self) if cycle else str(self).rstrip("\n"))

@@ -105,28 +105,42 @@ def taylor_test(
     )
 
 
-def _verdict(steps: np.ndarray, residuals: np.ndarray, noise: float) -> tuple[float | None, Status, str]:
+def _verdict(
+    steps: np.ndarray, residuals: np.ndarray, noise: float
+) -> tuple[float | None, Status, str]:
     above = residuals > 100 * max(noise, 1e-300)
     if not above.any():
-        return None, "pass", (
-            "the residual stays at the noise level at every step: the loss is linear along "
-            "the test direction and the gradient reproduces it"
+        return (
+            None,
+            "pass",
+            (
+                "the residual stays at the noise level at every step: the loss is linear along "
+                "the test direction and the gradient reproduces it"
+            ),
         )
     # The smallest steps still clear of the noise show the asymptotic order.
     usable = np.flatnonzero(above)
     if usable.size < 3:
-        return None, "inconclusive", (
-            "fewer than three steps have a residual above the noise; try a larger "
-            "largest_step or a loss with less noise"
+        return (
+            None,
+            "inconclusive",
+            (
+                "fewer than three steps have a residual above the noise; try a larger "
+                "largest_step or a loss with less noise"
+            ),
         )
     tail = usable[-4:]
     order = float(np.polyfit(np.log(steps[tail]), np.log(residuals[tail]), 1)[0])
     if order >= 1.8:
         return order, "pass", f"the residual falls like h^{order:.2f}: the gradient is right"
     if order <= 1.2:
-        return order, "fail", (
-            f"the residual falls like h^{order:.2f}, not h^2: the gradient is wrong "
-            "along the test direction"
+        return (
+            order,
+            "fail",
+            (
+                f"the residual falls like h^{order:.2f}, not h^2: the gradient is wrong "
+                "along the test direction"
+            ),
         )
     return order, "inconclusive", f"the fitted order {order:.2f} is neither 1 nor 2"
 
@@ -150,7 +164,9 @@ def sweep(
     from gradproof._check import check
 
     grid = np.logspace(-1, -13, 13) if eps is None else np.asarray(eps, dtype=float)
-    differences = [check(loss, params, grad, eps=float(e), scheme="central").difference for e in grid]
+    differences = [
+        check(loss, params, grad, eps=float(e), scheme="central").difference for e in grid
+    ]
     best = int(np.argmin(differences))
     return SweepResult(
         tuple(grid.tolist()), tuple(differences), float(grid[best]), float(differences[best])

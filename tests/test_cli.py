@@ -1,0 +1,216 @@
+"""`gradproof check`: load a file, check it, report, and exit 0 / 1 / 2 for CI."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import gradproof._check
+from gradproof._cli import main
+
+PROBLEM = """\
+import numpy as np
+
+params = {{"w": np.array([1.0, -2.0, 0.5]), "b": np.array(0.3)}}
+
+
+def loss(p):
+    return float(np.sum(np.sin(p["w"])) + p["b"] ** 2)
+
+
+def grad(p):
+    return {{"w": {factor} * np.cos(p["w"]), "b": 2 * p["b"]}}
+
+
+def problem():
+    return loss, params, grad
+
+
+def as_dict():
+    return {{"loss": loss, "params": params, "grads": grad}}
+
+
+def broken():
+    return 42
+"""
+
+
+@pytest.fixture
+def right(tmp_path):
+    path = tmp_path / "right.py"
+    path.write_text(PROBLEM.format(factor=1))
+    return path
+
+
+@pytest.fixture
+def wrong(tmp_path):
+    path = tmp_path / "wrong.py"
+    path.write_text(PROBLEM.format(factor=2))
+    return path
+
+
+def test_a_right_gradient_exits_0(right, capsys):
+    assert main(["check", str(right)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("gradient check: PASS")
+    assert "checked: every coordinate: 4 of 4" in out
+
+
+def test_a_wrong_gradient_exits_1_and_names_the_block(wrong, capsys):
+    assert main(["check", str(wrong)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("gradient check: FAIL")
+    assert "suspects (latest block first; backprop runs output to input): w" in out
+    assert "w[0]" in out
+
+
+@pytest.mark.parametrize("name", ["problem", "as_dict"])
+def test_a_named_function_returns_the_three(wrong, name, capsys):
+    assert main(["check", f"{wrong}:{name}"]) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_mode_full_and_eps_are_passed(right, capsys):
+    assert main(["check", str(right), "--mode", "full", "--eps", "1e-7"]) == 0
+    out = capsys.readouterr().out
+    assert "mode full, scheme central (eps=1e-07)" in " ".join(out.split())
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Replace gradproof.check by a recorder that keeps check's signature."""
+    real = gradproof._check.check
+    seen: dict = {}
+
+    @functools.wraps(real)
+    def recorder(loss, params, grad, **options):
+        seen.update(options)
+        return real(loss, params, grad)
+
+    monkeypatch.setattr(gradproof._check, "check", recorder)
+    return seen
+
+
+def test_only_the_options_given_are_passed(right, spy, capsys):
+    assert main(["check", str(right)]) == 0
+    assert spy == {}
+
+
+def test_budget_is_passed_through_unchanged(right, spy, capsys):
+    argv = ["check", str(right), "--mode", "sample", "--budget", "30s", "--samples", "2"]
+    if "mode" not in __import__("inspect").signature(gradproof._check.check).parameters:
+        assert main(argv) == 2  # an older check(): a clear usage error
+        return
+    assert main([*argv, "--seed", "3", "--tol", "1e-3"]) == 0
+    assert spy == {"mode": "sample", "budget": "30s", "samples": 2, "seed": 3, "tol": 1e-3}
+
+
+def test_an_inconclusive_check_exits_2(right, monkeypatch, capsys):
+    real = gradproof._check.check
+
+    @functools.wraps(real)
+    def inconclusive(*args, **options):
+        return dataclasses.replace(real(*args, **options), status="inconclusive")
+
+    monkeypatch.setattr(gradproof._check, "check", inconclusive)
+    assert main(["check", str(right)]) == 2
+    assert "gradient check: INCONCLUSIVE" in capsys.readouterr().out
+
+
+def test_json_to_stdout_is_only_json(wrong, capsys):
+    assert main(["check", str(wrong), "--json", "-"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["status"] == "fail" and data["suspects"] == ["w"]
+
+
+def test_json_html_and_plot_files(wrong, tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib")
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = ["check", str(wrong), "--json", str(out / "r.json"), "--html", str(out / "r.html")]
+    assert main([*argv, "--plot", str(out / "blocks.png")]) == 1
+    assert json.loads((out / "r.json").read_text())["status"] == "fail"
+    assert (out / "r.html").read_text().startswith("<!DOCTYPE html>")
+    assert (out / "blocks.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "blocks-scatter.png").read_bytes()[:4] == b"\x89PNG"
+    assert "wrote" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["check", "no/such/file.py"], "is not a file"),
+        (["check", "{right}:nope"], "defines no 'nope'. Fix: name one of its functions:"),
+        (["check", "{right}:broken"], "must return (loss, params, grad)"),
+        (["check", "{empty}"], "defines no 'loss', 'params', 'grad'"),
+        (["check", "{right}", "--plot", "x.jpg"], "must end in .png or .svg"),
+        (["check", "{right}", "--eps", "-1"], "`eps`=-1.0: must be a finite number > 0"),
+        (["check", "{raises}"], "importing"),
+    ],
+)
+def test_usage_errors_exit_2_with_a_fix(argv, message, right, tmp_path, capsys):
+    (tmp_path / "empty.py").write_text("x = 1\n")
+    (tmp_path / "raises.py").write_text("raise RuntimeError('boom')\n")
+    names = {"right": right, "empty": tmp_path / "empty.py", "raises": tmp_path / "raises.py"}
+    assert main([a.format(**names) for a in argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_unknown_mode_is_an_argparse_error(right, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check", str(right), "--mode", "everything"])
+    assert exit_info.value.code == 2
+
+
+def test_scheduler_without_distributed_says_how_to_install(right, monkeypatch, capsys):
+    if "executor" not in __import__("inspect").signature(gradproof._check.check).parameters:
+        pytest.skip("this check() has no executor= yet")
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    assert main(["check", str(right), "--scheduler", "tcp://127.0.0.1:1"]) == 2
+    assert "pip install 'gradproof[dask]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [[], ["demo"], ["check"]])
+def test_every_help_has_an_example(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "example" in out and "gradproof " in out.split("example")[1]
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    assert main([]) == 2
+    assert "COMMAND" in capsys.readouterr().out
+
+
+def test_as_a_ci_step_the_exit_codes_are_real(right, wrong):
+    def run(path):
+        return subprocess.run(
+            [sys.executable, "-m", "gradproof", "check", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    good, bad = run(right), run(wrong)
+    assert (good.returncode, bad.returncode) == (0, 1), good.stderr + bad.stderr
+    assert "\033[" not in bad.stdout and "FAIL" in bad.stdout
+
+
+def test_the_file_can_import_its_neighbours(tmp_path, capsys):
+    (tmp_path / "helper_mod_for_cli.py").write_text("import numpy as np\nSTART = np.ones(2)\n")
+    (tmp_path / "uses.py").write_text(
+        textwrap.dedent("""\
+        from helper_mod_for_cli import START as params
+        def loss(p): return float(p @ p)
+        def grad(p): return 2 * p
+    """)
+    )
+    assert main(["check", str(tmp_path / "uses.py")]) == 0
