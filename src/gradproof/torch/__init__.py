@@ -1,0 +1,28 @@
+"""gradproof for PyTorch: check autograd's gradients of modules and custom Functions.
+
+Installed with ``pip install 'gradproof[torch]'``; ``import gradproof`` alone
+never imports torch.
+
+- :func:`check_module`: every parameter of a ``torch.nn.Module``, named as in
+  ``named_parameters()`` (``layer2.weight[3, 1]``).
+- :func:`gradcheck`: a drop-in for ``torch.autograd.gradcheck`` whose failure
+  message is gradproof's report.
+
+>>> import torch, gradproof.torch
+>>> x = torch.randn(4, dtype=torch.float64, requires_grad=True)
+>>> gradproof.torch.gradcheck(torch.sin, (x,))
+True
+"""
+
+try:
+    import torch as _torch  # noqa: F401  (the import is the availability check)
+except ImportError as error:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError(
+        "gradproof.torch needs PyTorch, which is not installed. "
+        "Install it with: pip install 'gradproof[torch]'"
+    ) from error
+
+from gradproof.torch._gradcheck import GradcheckError, gradcheck
+from gradproof.torch._module import TrainingModeWarning, check_module
+
+__all__ = ["GradcheckError", "TrainingModeWarning", "check_module", "gradcheck"]

@@ -1,0 +1,142 @@
+"""Pieces shared by :func:`check_module` and :func:`gradcheck`.
+
+Both build on :func:`gradproof.check`: the values under test become a dict of
+float64 numpy arrays, the loss is a closure that copies a point into a private
+copy of the user's objects (never the objects themselves), and autograd's
+gradient is computed once, on that copy, at the base point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import typing
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+import gradproof
+from gradproof._errors import invalid
+
+Precision = Literal["float64", "native"]
+PRECISIONS = ("float64", "native")
+
+
+def check_precision(dtype: Any) -> None:
+    """``dtype`` must be one of :data:`PRECISIONS`."""
+    if dtype not in PRECISIONS:
+        raise invalid(
+            "dtype",
+            dtype,
+            f"must be one of {list(PRECISIONS)}",
+            "use 'float64' (a float64 copy, the default and the most sensitive check) or "
+            "'native' (the tensors' own dtype, to see what float32 training sees)",
+        )
+
+
+def compute_dtype(dtype: Precision, tensors: list[torch.Tensor], argument: str) -> torch.dtype:
+    """The dtype the check computes in: float64, or the tensors' own (one dtype)."""
+    if dtype == "float64":
+        return torch.float64
+    kinds = sorted({str(t.dtype) for t in tensors})
+    if len(kinds) != 1:
+        raise invalid(
+            "dtype",
+            "native",
+            f"needs one dtype across {argument}, but they hold {kinds}",
+            "convert them to one dtype, or check in float64 (dtype='float64')",
+        )
+    own = tensors[0].dtype
+    if own == torch.bfloat16:
+        # numpy has no bfloat16, so gradproof could not see the loss's precision
+        # and would pick steps below bfloat16's resolution.
+        raise invalid(
+            "dtype",
+            "native",
+            f"cannot check {argument} of dtype torch.bfloat16 natively (numpy has no bfloat16, "
+            "so steps and tolerances cannot be set for it)",
+            "check in float64 (dtype='float64', the default), or convert to float32 first",
+        )
+    return own
+
+
+def cast(value: Any, dtype: torch.dtype) -> Any:
+    """A copy of ``value`` with every floating tensor detached and cast to ``dtype``.
+
+    Tuples, lists and dicts are walked; integer tensors and other objects pass
+    through unchanged (class labels stay integers).
+    """
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point():
+            return value.detach().to(dtype=dtype, copy=True)
+        return value
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(cast(v, dtype) for v in value)
+    if isinstance(value, Mapping):
+        return {k: cast(v, dtype) for k, v in value.items()}
+    return value
+
+
+def to_numpy64(tensor: torch.Tensor) -> np.ndarray:
+    """A float64 numpy copy of ``tensor`` (any device, any float dtype)."""
+    return tensor.detach().to(device="cpu", dtype=torch.float64).numpy().copy()
+
+
+def from_numpy(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """A fresh tensor with ``array``'s values in ``like``'s dtype and device.
+
+    ``torch.tensor`` copies, so the read-only views gradproof passes the loss
+    are never shared with torch (which would warn about them).
+    """
+    return torch.tensor(array, dtype=like.dtype, device=like.device)
+
+
+@contextlib.contextmanager
+def fixed_randomness(tensors: list[torch.Tensor]) -> Iterator[None]:
+    """Restore torch's random state afterwards, bit for bit, also on an exception."""
+    devices = sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+def supports_mode(mode: str) -> bool:
+    """Whether :func:`gradproof.check` takes ``mode=<mode>`` (the speed modes)."""
+    from gradproof import _check
+
+    if "mode" not in inspect.signature(gradproof.check).parameters:
+        return False
+    modes = typing.get_args(getattr(_check, "Mode", None))
+    return not modes or mode in modes
+
+
+def scalar_loss(value: Any, argument: str) -> torch.Tensor:
+    """The loss as a 0-d tensor, or InvalidArgument naming ``argument``."""
+    if not isinstance(value, torch.Tensor):
+        value = torch.as_tensor(value)
+    if value.numel() != 1:
+        raise invalid(
+            argument,
+            f"a tensor of shape {tuple(value.shape)}",
+            "must return a scalar loss",
+            "reduce the output to one number, e.g. with .sum() or .mean()",
+        )
+    return value.reshape(())
+
+
+class Reseed:
+    """Reset torch's generators to ``seed``: the same dropout mask at every evaluation.
+
+    Cheaper than ``torch.manual_seed`` (which visits every accelerator backend),
+    so it can run before each of many thousand evaluations.
+    """
+
+    def __init__(self, seed: int, tensors: list[torch.Tensor]) -> None:
+        self.seed = seed
+        self.devices = sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"})
+
+    def __call__(self) -> None:
+        torch.default_generator.manual_seed(self.seed)
+        for device in self.devices:
+            torch.cuda.default_generators[device].manual_seed(self.seed)

@@ -1,0 +1,239 @@
+"""`check_module`: autograd's gradient of every parameter of a module against the numerical one."""
+
+from __future__ import annotations
+
+import copy
+import threading
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch.func import functional_call, vmap
+
+import gradproof
+from gradproof._errors import invalid
+from gradproof._options import check_callable
+from gradproof._report import Report
+from gradproof.torch._common import (
+    Precision,
+    Reseed,
+    cast,
+    check_precision,
+    compute_dtype,
+    fixed_randomness,
+    from_numpy,
+    scalar_loss,
+    to_numpy64,
+)
+
+
+class TrainingModeWarning(UserWarning):
+    """The model is in training mode with dropout or BatchNorm layers."""
+
+
+def check_module(
+    model: torch.nn.Module,
+    loss_fn: Callable[..., Any],
+    *batch: Any,
+    dtype: Precision = "float64",
+    batched: bool = True,
+    **options: Any,
+) -> Report:
+    """Check the gradient autograd computes for every parameter of ``model``.
+
+    The loss is ``loss_fn(model(inputs), *targets)`` for ``batch = (inputs,
+    *targets)`` (``inputs`` a tuple for a model with several inputs). Every
+    parameter with ``requires_grad=True`` is a block named as in
+    ``model.named_parameters()`` (``"layer2.weight"``), its elements by index
+    (``layer2.weight[3, 1]``); a hand-written ``autograd.Function`` or backward
+    hook that is wrong shows up as the parameters it feeds.
+
+    The check runs on a private copy: ``model``, its parameters, buffers
+    (BatchNorm running statistics), ``requires_grad`` flags, ``.grad`` fields,
+    train/eval mode and torch's random state are exactly as before afterwards,
+    also when the loss raises. Torch's generator is reset to one seed before
+    every evaluation, so dropout draws the same mask each time.
+
+    Args:
+        model: a ``torch.nn.Module``.
+        loss_fn: ``loss_fn(output, *targets) -> scalar tensor`` (e.g.
+            ``torch.nn.functional.mse_loss`` or a ``torch.nn.MSELoss()``).
+        *batch: the model's input, then the targets. Floating tensors are cast
+            to the check's dtype; integer tensors (class labels) are kept.
+        dtype: ``"float64"`` (default): check a float64 copy, whatever the
+            model's dtype (bfloat16, float16, float32): the most sensitive check.
+            ``"native"``: check in the model's own dtype; steps and tolerances
+            are then set for that precision.
+        batched: evaluate many perturbed parameter sets per call with
+            ``torch.func.functional_call`` and ``vmap``; a model that vmap
+            cannot run (dropout, in-place buffer updates, ``.item()``) falls
+            back to one call per set.
+        **options: passed on to :func:`gradproof.check` (``eps``, ``tol``,
+            ``scheme``, ``noise``, and the speed options such as ``mode``).
+            ``seed`` (default 0), where given, also seeds torch's generator.
+
+    Returns:
+        gradproof's frozen :class:`~gradproof.Report`.
+
+    Raises:
+        InvalidArgument: misuse, named with its fix.
+        NondeterministicLossError: the loss changes between identical calls.
+
+    Warns:
+        TrainingModeWarning: the model is in training mode with dropout or
+            BatchNorm; the check then verifies the training-mode gradient (one
+            fixed dropout mask, batch statistics).
+
+    >>> import torch, gradproof.torch
+    >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    >>> x, y = torch.randn(8, 3), torch.randn(8, 1)
+    >>> report = gradproof.torch.check_module(model, torch.nn.functional.mse_loss, x, y)
+    >>> report.passed, list(report.blocks)
+    (True, ['0.weight', '0.bias', '2.weight', '2.bias'])
+    """
+    _check_arguments(model, loss_fn, batch, batched)
+    check_precision(dtype)
+    names = [name for name, p in model.named_parameters() if p.requires_grad]
+    if not names:
+        raise invalid(
+            "model",
+            type(model).__name__,
+            "has no parameter with requires_grad=True, so there is no gradient to check",
+            "pass a model with trainable parameters (or set requires_grad=True on those to check)",
+        )
+    own = dict(model.named_parameters())
+    target = compute_dtype(dtype, [own[n] for n in names], "the model's parameters")
+    _warn_if_training(model)
+    seed = int(options.get("seed", 0) or 0)
+    with fixed_randomness(list(own.values())):
+        loss = _ModuleLoss(model, loss_fn, batch, target, names, seed)
+        params = {name: to_numpy64(own[name]) for name in names}
+        grad = loss.gradient()
+        return gradproof.check(loss, params, grad, batched=batched, **options)
+
+
+def _check_arguments(model: Any, loss_fn: Any, batch: tuple[Any, ...], batched: Any) -> None:
+    if not isinstance(model, torch.nn.Module):
+        raise invalid(
+            "model",
+            model,
+            "must be a torch.nn.Module",
+            "pass the module; for a plain function of tensors use gradproof.torch.gradcheck",
+        )
+    check_callable("loss_fn", loss_fn, "pass a function loss_fn(output, *targets) -> scalar")
+    if not batch:
+        raise invalid(
+            "batch",
+            (),
+            "must hold at least the model's input",
+            "call check_module(model, loss_fn, inputs, *targets)",
+        )
+    if not isinstance(batched, bool):
+        raise invalid("batched", batched, "must be True or False", "pass batched=True or False")
+
+
+def _warn_if_training(model: torch.nn.Module) -> None:
+    kinds = (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnorm._BatchNorm)
+    layers = [
+        name or type(model).__name__
+        for name, module in model.named_modules()
+        if module.training and isinstance(module, kinds)
+    ]
+    if layers:
+        warnings.warn(
+            "the model is in training mode with dropout or BatchNorm layers "
+            f"({', '.join(layers)}): the check verifies the training-mode gradient (one "
+            "fixed dropout mask, batch statistics); call model.eval() first to check the "
+            "inference-mode gradient",
+            TrainingModeWarning,
+            stacklevel=3,
+        )
+
+
+class _ModuleLoss:
+    """``loss(params)`` on a private copy of the model; ``params`` maps names to arrays.
+
+    Leaves with one more axis than their parameter are a batch of parameter
+    sets (gradproof's ``batched=True``): evaluated with vmap where it works.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        loss_fn: Callable[..., Any],
+        batch: tuple[Any, ...],
+        dtype: torch.dtype,
+        names: list[str],
+        seed: int,
+    ) -> None:
+        self.model = copy.deepcopy(model).to(dtype)
+        self.parameters = dict(self.model.named_parameters())
+        self.names = names
+        self.loss_fn = (
+            copy.deepcopy(loss_fn).to(dtype) if isinstance(loss_fn, torch.nn.Module) else loss_fn
+        )
+        inputs = cast(batch[0], dtype)
+        self.args = inputs if isinstance(inputs, tuple) else (inputs,)
+        self.targets = cast(tuple(batch[1:]), dtype)
+        self.reseed = Reseed(seed, list(self.parameters.values()))
+        self.use_vmap = True
+        self.lock = threading.RLock()
+
+    def __getstate__(self) -> dict[str, Any]:  # workers=n sends the loss to other processes
+        return {k: v for k, v in self.__dict__.items() if k != "lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.lock = threading.RLock()
+
+    def gradient(self) -> dict[str, np.ndarray]:
+        """Autograd's gradient at the base point (the model's own values)."""
+        tensors = [self.parameters[n] for n in self.names]
+        with torch.enable_grad():
+            self.reseed()
+            value = self._forward(self.model)
+            grads = torch.autograd.grad(value, tensors, allow_unused=True)
+        return {
+            n: np.zeros(tuple(t.shape)) if g is None else to_numpy64(g)
+            for n, t, g in zip(self.names, tensors, grads, strict=True)
+        }
+
+    def __call__(self, point: dict[str, np.ndarray]) -> torch.Tensor:
+        first = self.names[0]
+        if np.ndim(point[first]) == self.parameters[first].dim() + 1:
+            return self._batch(point)
+        with self.lock, torch.no_grad():  # one evaluation at a time: the copy is shared
+            for name in self.names:
+                self.parameters[name].copy_(from_numpy(point[name], self.parameters[name]))
+            self.reseed()
+            return self._forward(self.model)
+
+    def _forward(self, model: Any) -> torch.Tensor:
+        return scalar_loss(self.loss_fn(model(*self.args), *self.targets), "loss_fn")
+
+    def _batch(self, point: dict[str, np.ndarray]) -> torch.Tensor:
+        if self.use_vmap:
+            try:
+                return self._vmapped(point)
+            except Exception:  # vmap cannot run this model; the loop can (or raises itself)
+                self.use_vmap = False
+        count = len(point[self.names[0]])
+        return torch.stack([self({n: point[n][k] for n in self.names}) for k in range(count)])
+
+    def _vmapped(self, point: dict[str, np.ndarray]) -> torch.Tensor:
+        with self.lock:
+            return self._vmapped_unlocked(point)
+
+    def _vmapped_unlocked(self, point: dict[str, np.ndarray]) -> torch.Tensor:
+        stacked = {n: from_numpy(point[n], self.parameters[n]) for n in self.names}
+
+        def one(values: dict[str, torch.Tensor]) -> torch.Tensor:
+            output = functional_call(self.model, values, self.args)
+            return scalar_loss(self.loss_fn(output, *self.targets), "loss_fn")
+
+        with torch.no_grad():
+            self.reseed()
+            result: torch.Tensor = vmap(one)(stacked)
+            return result
