@@ -163,3 +163,12 @@ def test_a_loss_cannot_write_into_the_check():
     with pytest.raises(ValueError, match="read-only"):
         gradproof.check(loss, x, np.ones(3))
     np.testing.assert_array_equal(x, np.ones(3))
+
+
+def test_each_block_keeps_a_bounded_sample_of_pairs_for_plots():
+    loss, params, grads = fraud.problem(bugs=True)
+    report = gradproof.check(loss, params, grads)
+    w2 = report.blocks["W2"].sample
+    assert len(w2) == 15  # the whole (3, 5) block: fewer elements than the cap
+    ratios = [a / n for a, n in w2 if abs(n) > 1e-3]
+    assert ratios and all(r == pytest.approx(2.0, rel=1e-6) for r in ratios)

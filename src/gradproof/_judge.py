@@ -26,6 +26,7 @@ SAFETY = 4.0
 INCONCLUSIVE_RATIO = 0.1
 KINK_SLACK = {"central": 1e-3, "richardson": 1e-3, "complex": 0.0}
 WORST_SHOWN = 5
+SAMPLE_SHOWN = 200  # (analytic, numerical) pairs kept per block for the scatter plot
 GRAD_ROUNDING = 8.0  # units of the gradient's own epsilon allowed per element
 
 
@@ -164,7 +165,14 @@ def judge_block(
         worst=_worst(block.name, index, g, n, t, judged.kink),
         reason=reason,
         diagnosis=diagnosis,
+        sample=_sample(g, n),
     )
+
+
+def _sample(g: np.ndarray, n: np.ndarray) -> tuple[tuple[float, float], ...]:
+    """Up to SAMPLE_SHOWN (analytic, numerical) pairs, evenly spaced over the block, for plots."""
+    picks = np.unique(np.linspace(0, g.size - 1, min(g.size, SAMPLE_SHOWN)).astype(np.int64))
+    return tuple((float(g[k]), float(n[k])) for k in picks) if g.size else ()
 
 
 def _block_status(

@@ -57,6 +57,7 @@ class BlockResult:
     worst: tuple[ElementResult, ...] = ()
     diagnosis: Diagnosis | None = None
     reason: str = ""
+    sample: tuple[tuple[float, float], ...] = ()
 
     @property
     def passed(self) -> bool:

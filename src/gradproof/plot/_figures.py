@@ -109,7 +109,7 @@ def blocks(report: Report, *, path: str | Path | None = None) -> Figure:
 
 
 def scatter(report: Report, *, path: str | Path | None = None) -> Figure:
-    """Analytic against numerical, one panel per block, from the report's worst elements.
+    """Analytic against numerical, one panel per block (its sampled elements, else its worst).
 
     The dashed diagonal is a correct gradient; the solid line has the block's
     fitted ``scale`` as its slope, so a ×2 bug shows as a line of slope 2.
@@ -118,7 +118,7 @@ def scatter(report: Report, *, path: str | Path | None = None) -> Figure:
         report: a :class:`~gradproof.Report`.
         path: where to save the figure (``.png`` or ``.svg``); None: not saved.
     """
-    shown = [b for b in report.blocks.values() if b.worst]
+    shown = [b for b in report.blocks.values() if b.sample or b.worst]
     columns = min(3, max(1, len(shown)))
     rows = max(1, math.ceil(len(shown) / columns))
     with _style():
@@ -130,8 +130,9 @@ def scatter(report: Report, *, path: str | Path | None = None) -> Figure:
             return _done(figure, path)
         for k, block in enumerate(shown):
             ax = figure.add_subplot(rows, columns, k + 1)
-            analytic = np.array([e.analytic for e in block.worst])
-            numerical = np.array([e.numerical for e in block.worst])
+            pairs = block.sample or tuple((e.analytic, e.numerical) for e in block.worst)
+            analytic = np.array([a for a, _ in pairs])
+            numerical = np.array([n for _, n in pairs])
             reach = float(max(np.max(np.abs(analytic)), np.max(np.abs(numerical)), 1e-300))
             line = np.array([-reach, reach])
             ax.plot(line, line, color="0.5", linestyle="--", linewidth=0.8, label="slope 1")
