@@ -1,0 +1,226 @@
+"""`check`: compare ``jax.grad(f)`` with the numerical derivative of ``f``."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import gradproof
+from gradproof._errors import GradcheckError, invalid
+from gradproof._options import check_callable
+from gradproof._report import Report
+from gradproof.jax._tree import Pytree, split
+from gradproof.jax._x64 import float64
+
+Evaluation = Literal["auto", "vmap", "map", "jit", "eager"]
+EVALUATIONS = ("auto", "vmap", "map", "jit", "eager")
+BATCHED = ("vmap", "map")
+# The batch sizes compiled: every size compiles anew (about half a second each for an
+# MLP on CPU), so batches go in pieces of these sizes, the last one padded. A compiled
+# loop (map) gains little from long pieces; vmap on an accelerator gains more.
+PIECES = {"map": (64, 4), "vmap": (1024, 64, 4)}
+RESERVED = {
+    "batched": "gradproof.jax chooses it from `evaluation`; pass evaluation='vmap', 'map' or 'jit'",
+    "grad": "gradproof.jax checks jax.grad(f), which runs your custom_vjp/custom_jvp rules; "
+    "to check a gradient of your own, call gradproof.check",
+}
+
+
+def check(
+    f: Callable[[Any], Any], params: Any, *, evaluation: Evaluation = "auto", **options: Any
+) -> Report:
+    """Check ``jax.grad(f)`` at ``params`` against the numerical derivative of ``f``.
+
+    ``jax.grad`` runs every ``custom_vjp`` and ``custom_jvp`` rule inside ``f``,
+    so a wrong rule shows as a wrong block, named by its key path, with the kind
+    of bug it looks like. Everything runs in float64 (JAX's 64-bit mode is
+    switched on for the check and restored afterwards, also on error); float32
+    parameters are checked at their float64 values. ``params`` is never modified.
+
+    Args:
+        f: ``f(params) -> scalar``, written with ``jax.numpy``.
+        params: a pytree: dicts, lists, tuples, registered dataclasses or
+            equinox-style modules. Each floating-point leaf is a block, named
+            by its path (``"layers.0.W"``, ``"encoder.weight"``); other leaves
+            (integer arrays, Python ints, functions) are held fixed.
+        evaluation: how ``f`` is evaluated at the perturbed parameters.
+            ``"vmap"``: ``jax.jit(jax.vmap(f))`` over many parameter sets per
+            call (best on GPU and TPU); ``"map"``: ``jax.jit`` of
+            ``jax.lax.map(f)``, a compiled loop over many parameter sets per
+            call (best on CPU, where a vmapped matmul with a different weight
+            matrix per set runs slower than a loop); ``"auto"`` (default):
+            ``"map"`` on the CPU backend, ``"vmap"`` on others; ``"jit"``:
+            ``jax.jit(f)``, one parameter set per call; ``"eager"``: ``f``
+            itself, one set per call, for functions ``jax.jit`` cannot trace.
+        **options: the options of :func:`gradproof.check`: ``eps``, ``tol``,
+            ``scheme``, ``noise``, ``mode`` (``"full"``, ``"sample"``,
+            ``"probe"``), ``samples``, ``seed``, ``budget``, ``progress``.
+
+    Returns:
+        A frozen :class:`gradproof.Report`.
+
+    Raises:
+        InvalidArgument: misuse (the message names the argument and the fix).
+
+    >>> import jax, jax.numpy as jnp, gradproof.jax
+    >>> @jax.custom_vjp
+    ... def square(x):
+    ...     return x ** 2
+    >>> square.defvjp(lambda x: (x ** 2, x), lambda x, g: (g * x,))  # forgot the 2
+    >>> report = gradproof.jax.check(lambda p: jnp.sum(square(p["w"])),
+    ...                              {"w": jnp.array([1.0, 2.0, 3.0])})
+    >>> report.status, report.suspects, report.blocks["w"].diagnosis.kind
+    ('fail', ('w',), 'scale')
+    """
+    check_callable("f", f, "pass a function f(params) -> scalar written with jax.numpy")
+    _check_options(evaluation, options)
+    tree = split(params)
+    chosen = evaluation
+    if evaluation == "auto":
+        chosen = "map" if jax.default_backend() == "cpu" else "vmap"
+    with float64():
+        problem = _Problem(f, tree, chosen, requested=evaluation)
+        gradient = problem.gradient()
+        report = gradproof.check(
+            problem.loss, tree.blocks(), gradient, batched=chosen in BATCHED, **options
+        )
+    return _with_notes(report, tree)
+
+
+def assert_gradients_match(f: Callable[[Any], Any], params: Any, **options: Any) -> Report:
+    """Like :func:`check`, but raise :class:`gradproof.GradcheckError` unless it passes.
+
+    >>> import jax.numpy as jnp, gradproof.jax
+    >>> gradproof.jax.assert_gradients_match(lambda p: jnp.sum(jnp.sin(p)),
+    ...                                      jnp.zeros(3)).passed
+    True
+    """
+    report = check(f, params, **options)
+    if not report.passed:
+        raise GradcheckError(report)
+    return report
+
+
+class _Problem:
+    """``f`` as gradproof sees it: a loss of named float64 blocks, and its JAX gradient."""
+
+    def __init__(
+        self, f: Callable[[Any], Any], tree: Pytree, evaluation: str, *, requested: str
+    ) -> None:
+        self.tree = tree
+        self.ndims = [np.ndim(tree.leaves[i]) for i in tree.checked]
+
+        def of_blocks(values: list[Any]) -> Any:
+            return f(tree.rebuild(values))
+
+        self.of_blocks = of_blocks
+        self.single = of_blocks if evaluation == "eager" else jax.jit(of_blocks)
+        if evaluation == "map":
+            self.batch = jax.jit(lambda values: jax.lax.map(of_blocks, values))
+        else:
+            self.batch = jax.jit(jax.vmap(of_blocks))
+        self.requested = requested
+        self.pieces = PIECES.get(evaluation, (1,))
+
+    def point(self) -> list[Any]:
+        return [jnp.asarray(np.asarray(v, dtype=np.float64)) for v in self.tree.blocks().values()]
+
+    def gradient(self) -> dict[str, np.ndarray]:
+        """``jax.grad(f)`` at the float64 parameters, by block name."""
+        point = self.point()
+        self._check_output(point)
+        grads = jax.grad(self.of_blocks)(point)
+        return {
+            name: np.asarray(g, dtype=np.float64)
+            for name, g in zip(self.tree.block_names, grads, strict=True)
+        }
+
+    def loss(self, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
+        """f at one parameter set, or at a batch of them (a leading axis on every block)."""
+        try:
+            return self._loss(blocks)
+        except jax.errors.ConcretizationTypeError as error:
+            raise invalid(
+                "evaluation",
+                self.requested,
+                f"needs f to be traceable by jax.jit, but tracing it raised "
+                f"{type(error).__name__} (Python control flow on array values?)",
+                "use jax.lax.cond/jnp.where in f, or pass evaluation='eager'",
+            ) from error
+
+    def _loss(self, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
+        values = [blocks[name] for name in self.tree.block_names]
+        batched = np.ndim(values[0]) > self.ndims[0]
+        # Contiguous numpy arrays go to the CPU device without a copy (jnp.asarray
+        # would copy each one); the result is read back before the caller moves on.
+        arrays = [np.ascontiguousarray(v) for v in values]
+        with float64():  # again here: the setting is per thread, and workers may be threads
+            if not batched:
+                return np.asarray(self.single(arrays))
+            # Batches go in pieces of a few sizes (PIECES), the last one padded with
+            # copies of the last row: a few compilations per check, at most 3 rows wasted.
+            n, pieces, start = len(arrays[0]), [], 0
+            for size in _pieces(n, self.pieces):
+                stop = start + size
+                if stop <= n:
+                    chunk = [a[start:stop] for a in arrays]
+                else:
+                    chunk = [
+                        np.concatenate([a[start:], np.repeat(a[-1:], stop - n, 0)]) for a in arrays
+                    ]
+                pieces.append(self.batch(chunk))
+                start = stop
+            return np.concatenate([np.asarray(p) for p in pieces])[:n]
+
+    def _check_output(self, point: list[Any]) -> None:
+        out = self.of_blocks(point)  # eagerly: no compilation spent on a bad output
+        dtype = getattr(out, "dtype", np.asarray(out).dtype)
+        if np.shape(out) != () or not jnp.issubdtype(dtype, jnp.floating):
+            raise invalid(
+                "f",
+                f"an output of shape {np.shape(out)} and dtype {dtype}",
+                "must return a real scalar: jax.grad differentiates scalar outputs only",
+                "reduce the output to one number, e.g. with jnp.sum or jnp.mean",
+            )
+
+
+def _pieces(n: int, sizes: tuple[int, ...]) -> list[int]:
+    """Batch sizes from ``sizes`` (largest first) covering ``n`` rows, greedily.
+
+    >>> _pieces(43, (64, 4)), _pieces(150, (1024, 64, 4)), _pieces(1, (64, 4))
+    ([4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4], [64, 64, 4, 4, 4, 4, 4, 4], [4])
+    """
+    pieces = []
+    while n > 0:
+        size = next((s for s in sizes if s <= n), sizes[-1])
+        pieces.append(size)
+        n -= size
+    return pieces
+
+
+def _check_options(evaluation: Any, options: dict[str, Any]) -> None:
+    if evaluation not in EVALUATIONS:
+        raise invalid(
+            "evaluation",
+            evaluation,
+            f"must be one of {list(EVALUATIONS)}",
+            "use 'auto' (the default), 'vmap' (jax.jit(jax.vmap(f))), 'map' (a compiled "
+            "loop, best on CPU), 'jit', or 'eager' for a function that jax.jit cannot trace",
+        )
+    for name, fix in RESERVED.items():
+        if name in options:
+            raise invalid(name, options[name], "is not an option of gradproof.jax.check", fix)
+
+
+def _with_notes(report: Report, tree: Pytree) -> Report:
+    fixed = tree.fixed_names
+    if not fixed:
+        return report
+    shown = ", ".join(fixed[:8]) + (f" and {len(fixed) - 8} more" if len(fixed) > 8 else "")
+    note = f"Held fixed, not being floating point (so not checked): {shown}."
+    return dataclasses.replace(report, notes=(*report.notes, note))
