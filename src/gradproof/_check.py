@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import numbers
 import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Any, Literal
 
 import numpy as np
 
+from gradproof._budget import Budget
 from gradproof._errors import GradcheckError, NondeterministicLossError, invalid
 from gradproof._evaluate import Evaluator
 from gradproof._gradients import resolve_gradient
@@ -17,19 +21,25 @@ from gradproof._judge import (
     blocks_of,
     global_signal,
     judge_block,
-    judge_elements,
     overall_status,
     relative_difference,
     suspects,
 )
+from gradproof._modes import Context, round_robin, run_coordinates, stratified_order
 from gradproof._noise import measure_noise
 from gradproof._options import check_callable, check_positive, check_scheme
-from gradproof._report import Report
-from gradproof._schemes import SCHEMES, Scheme, default_step
+from gradproof._parallel import Pool, check_workers
+from gradproof._probe import SAMPLED, block_result, detectable, miss_bound, probe_blocks
+from gradproof._progress import Progress, check_progress
+from gradproof._report import BlockResult, Report
+from gradproof._schemes import SCHEMES, Scheme
 from gradproof._tree import Layout, flatten
 
 SchemeOption = Literal["auto", "central", "richardson", "complex"]
+Mode = Literal["full", "sample", "probe"]
+MODES = ("full", "sample", "probe")
 REPEATS = 3  # evaluations of the loss at the base point before the check
+DEFAULT_SAMPLES = {"sample": 32, "probe": 10}
 
 
 def check(
@@ -42,6 +52,13 @@ def check(
     scheme: SchemeOption = "auto",
     noise: float | None = None,
     batched: bool = False,
+    mode: Mode = "full",
+    samples: int | None = None,
+    seed: int = 0,
+    budget: float | int | str | None = None,
+    workers: int | None = None,
+    executor: Executor | None = None,
+    progress: bool | None = None,
 ) -> Report:
     """Check ``grad`` against the numerical derivative of ``loss`` at ``params``.
 
@@ -57,12 +74,37 @@ def check(
         tol: a bound on the seeds' relative difference, per block and overall,
             on top of the error model (None: the error model alone decides).
         scheme: ``"auto"``, ``"central"`` (2 evaluations per coordinate,
-            O(h^2)), ``"richardson"`` (4, O(h^4), the default) or ``"complex"``
-            (1, for losses that accept complex input).
+            O(h^2)), ``"richardson"`` (4, O(h^4)) or ``"complex"`` (1, for
+            losses that accept complex input). ``"auto"`` without ``eps`` tries
+            the central pair first and adds Richardson's two points only where
+            the central difference cannot clear a coordinate (see
+            :mod:`gradproof._modes`).
         noise: the loss's own noise (absolute); a loss that varies more than
             this between identical calls raises NondeterministicLossError.
         batched: the loss takes a leading batch axis on every leaf and returns
-            one value per parameter set.
+            one value per parameter set; evaluations go in chunks of bounded
+            memory.
+        mode: ``"full"`` (every coordinate), ``"sample"`` (``samples``
+            coordinates per block, stratified and seeded) or ``"probe"``
+            (``samples`` random ±1 directions per block, then bisection to the
+            wrong elements; the report states the miss probability).
+        samples: coordinates per block (sample mode, default 32) or directions
+            per block (probe mode, default 10: miss probability <= 2^-10).
+        seed: seeds every random choice, so a check is repeatable.
+        budget: a limit: a float is seconds, an int loss evaluations, a string
+            either ("30s", "2min", "5000"). The set-up (about 20 evaluations:
+            the base value and the noise measurement) is always spent; then
+            the check stops between pieces of work, and its report says what
+            was and was not covered.
+        workers: evaluate in this many local processes, started with ``spawn``
+            and one BLAS thread each (the loss must be picklable; closures and
+            lambdas need cloudpickle, which Dask brings). Applies to the
+            coordinate modes; probe mode runs its probes in order, each
+            depending on the last.
+        executor: evaluate on any ``concurrent.futures.Executor`` instead (a
+            ``ThreadPoolExecutor`` needs no pickling, but a thread-safe loss).
+        progress: a bar on stderr (None: on a terminal, for checks longer than
+            about a second; True: always; False: never).
 
     Returns:
         A frozen :class:`Report`.
@@ -76,6 +118,9 @@ def check(
     ...                          lambda p: 2 * p)
     >>> report.passed, report.difference < 1e-9
     (True, True)
+    >>> gradproof.check(lambda p: np.sum(p ** 2), np.ones(1000), lambda p: 2 * p,
+    ...                 mode="probe").miss_probability < 1e-3
+    True
     """
     started = time.perf_counter()
     check_callable("loss", loss, "pass a function loss(params) -> scalar")
@@ -83,49 +128,265 @@ def check(
     check_positive("tol", tol, "pass a bound such as tol=2e-7, or leave tol=None")
     check_positive("noise", noise, "pass the loss's noise level, or leave noise=None")
     check_scheme(scheme)
+    _check_mode(mode, samples, seed, scheme)
+    check_workers(workers, executor)
+    check_progress(progress)
+    limit = Budget.parse(budget)
     layout, theta = flatten(params)
     g, grad_eps = resolve_gradient(grad, params, layout)
-    evaluator = Evaluator(loss, layout, theta, batched=batched)
-    j0, spread = _base_value(evaluator, noise)
-    precision, machine_eps = _precision(layout, evaluator)
-    chosen = _choose_scheme(scheme, eps)
-    measured = measure_noise(evaluator, j0, machine_eps)
-    delta = _noise_level(j0, spread, measured, machine_eps, noise)
-    indices = np.arange(theta.size)
-    h = _steps(chosen, theta[indices], eps, machine_eps)
-    offsets = chosen.offsets(theta[indices], h, exact=eps is None)
-    values = _evaluate(evaluator, chosen, indices, offsets)
-    _confirm_deterministic(evaluator, j0, spread, noise)
-    estimate = chosen.combine(j0, values, offsets, delta)
-    rtol = (
-        max(1e-8, 100 * machine_eps) if chosen.name != "central" else max(1e-6, 1e3 * machine_eps)
-    )
-    judged = judge_elements(g[indices], estimate, chosen.name, rtol, grad_eps)
-    report_blocks = []
-    signal = global_signal(g[indices], judged.numerical)
-    for block, sl, positions in blocks_of(layout, indices):
-        if positions.size == 0:
-            continue
-        part = _slice_judged(judged, sl)
-        report_blocks.append(
-            judge_block(block, positions, g[indices][sl], theta[indices][sl], part, signal, tol)
+    bar = Progress(progress)
+    evaluator = Evaluator(loss, layout, theta, batched=batched, progress=bar)
+    pool = None
+    limit.reserved = 1  # for the closing determinism check
+    try:
+        if (workers is not None or executor is not None) and mode != "probe":
+            # Before any evaluation: an unpicklable loss fails here, having cost nothing.
+            pool = Pool(loss, layout, theta, batched, workers=workers, executor=executor)
+        j0, spread = _base_value(evaluator, noise)
+        precision, machine_eps = _precision(layout, evaluator)
+        chosen = _choose_scheme(scheme, eps)
+        measured = measure_noise(evaluator, j0, machine_eps)
+        delta = _noise_level(j0, spread, measured, machine_eps, noise)
+        evaluator.pool = pool
+        ctx = Context(
+            layout=layout,
+            theta=theta,
+            g=g,
+            evaluator=evaluator,
+            scheme=chosen,
+            adaptive=scheme == "auto" and eps is None,
+            eps=eps,
+            j0=j0,
+            delta=delta,
+            machine_eps=machine_eps,
+            budget=limit,
+            seed=seed,
+            grad_eps=grad_eps,
+            evaluate=lambda i, o: _evaluate(evaluator, chosen, i, o),
         )
-    difference = relative_difference(g[indices], judged.numerical)
-    notes = _notes(layout, judged, report_blocks)
+        if mode == "probe":
+            outcome = _probe_mode(ctx, samples or DEFAULT_SAMPLES["probe"], tol, bar)
+        else:
+            per_block = None if mode == "full" else samples or DEFAULT_SAMPLES["sample"]
+            outcome = _coordinate_mode(ctx, mode, per_block, tol, bar)
+        _confirm_deterministic(evaluator, j0, spread, noise)
+    finally:
+        if pool is not None:
+            pool.close()
+        bar.close()
+    blocks, difference, notes, coverage, miss, extra = outcome
+    if limit.limited:
+        extra["budget"] = limit.describe()
     return Report(
-        status=overall_status(report_blocks, difference, tol),
+        status=overall_status(blocks, difference, tol),
         difference=difference,
         tol=tol,
-        blocks={b.name: b for b in report_blocks},
-        suspects=suspects(report_blocks),
-        scheme=chosen.name,
+        blocks={b.name: b for b in blocks},
+        suspects=suspects(blocks),
+        scheme=_scheme_name(ctx),
         eps=eps,
         precision=precision,
         evaluations=evaluator.evaluations,
         seconds=time.perf_counter() - started,
+        mode=mode,
         notes=notes,
-        coverage=f"every coordinate: {indices.size} of {theta.size}",
+        coverage=coverage,
+        miss_probability=miss,
+        extra=extra,
     )
+
+
+Outcome = tuple[list[BlockResult], float, tuple[str, ...], str, "float | None", dict[str, Any]]
+
+
+def _coordinate_mode(
+    ctx: Context, mode: str, per_block: int | None, tol: float | None, bar: Progress
+) -> Outcome:
+    orders = stratified_order(ctx.layout, per_block, ctx.seed)
+    wanted = round_robin(orders)
+    if mode == "full" and not ctx.budget.limited:
+        wanted = np.sort(wanted)  # cache-friendly, and the seeds' order
+    indices, judged = run_coordinates(ctx, wanted, bar)
+    g, theta = ctx.g[indices], ctx.theta[indices]
+    signal = global_signal(g, judged.numerical)
+    blocks = []
+    missed_one = 0.0
+    for block, sl, positions in blocks_of(ctx.layout, indices):
+        missed_one = max(missed_one, 1 - positions.size / block.size)
+        if positions.size == 0:
+            blocks.append(_unchecked(block))
+            continue
+        part = _slice_judged(judged, sl)
+        blocks.append(judge_block(block, positions, g[sl], theta[sl], part, signal, tol))
+    difference = relative_difference(g, judged.numerical)
+    extra: dict[str, Any] = dict(ctx.extra)
+    if ctx.adaptive:
+        extra["central_first"] = {"coordinates": int(indices.size), "refined": ctx.refined}
+    total = ctx.theta.size
+    complete = indices.size == total
+    if complete:
+        coverage = f"every coordinate: {total} of {total}"
+        miss = None
+    else:
+        coverage = _partial_coverage(ctx, mode, indices.size, per_block, blocks)
+        miss = missed_one
+        extra["miss_probability_means"] = (
+            "the largest chance, over blocks, that one wrong element was not among the "
+            "checked coordinates (1 - checked/size); a bug touching a fraction f of a block "
+            "is missed with probability about (1 - f)^checked"
+        )
+    extra["checked"] = {b.name: b.checked for b in blocks}
+    return blocks, difference, _notes(judged, blocks), coverage, miss, extra
+
+
+def _partial_coverage(
+    ctx: Context, mode: str, done: int, per_block: int | None, blocks: list[BlockResult]
+) -> str:
+    total = ctx.theta.size
+    what = (
+        f"a stratified random sample of up to {per_block} coordinates per block (seed {ctx.seed})"
+        if mode == "sample"
+        else f"coordinates in stratified random order (seed {ctx.seed})"
+    )
+    stopped = (
+        f"; the budget ({ctx.budget.describe()}) ran out first"
+        if ctx.budget.limited
+        and (mode == "full" or done < sum(min(per_block or 0, b.size) for b in blocks))
+        else ""
+    )
+    per = ", ".join(f"{b.name} {b.checked}/{b.size}" for b in blocks[:8])
+    more = f", and {len(blocks) - 8} more blocks" if len(blocks) > 8 else ""
+    return (
+        f"{done} of {total} coordinates: {what}{stopped}; not covered: {total - done} "
+        f"coordinates ({per}{more})"
+    )
+
+
+def _unchecked(block: Any) -> BlockResult:
+    return BlockResult(
+        name=block.name,
+        shape=block.shape,
+        status="inconclusive",
+        difference=0.0,
+        scale=None,
+        max_abs_error=0.0,
+        worst_index=(),
+        checked=0,
+        reason="not checked: the budget ran out before this block was reached",
+    )
+
+
+def _probe_mode(ctx: Context, per_block: int, tol: float | None, bar: Progress) -> Outcome:
+    found, rounds = probe_blocks(ctx, per_block, bar)
+    a = np.array([p.analytic for e in found for p in e.probes])
+    n = np.array([p.numerical for e in found for p in e.probes])
+    signal = max(float(np.sqrt(np.mean(ctx.g**2))), 0.0)
+    blocks = [block_result(ctx, entry, signal) for entry in found]
+    if tol is not None:
+        blocks = [
+            dataclasses.replace(
+                b, status="fail", reason=f"difference {b.difference:.3g} > tol {tol:.3g}"
+            )
+            if b.status != "fail" and b.difference > tol
+            else b
+            for b in blocks
+        ]
+    difference = relative_difference(a, n)
+    miss = miss_bound(rounds)
+    thresholds = {e.block.name: detectable(e, ctx) for e in found}
+    relative = {
+        e.block.name: thresholds[e.block.name]
+        / max(float(np.max(np.abs(ctx.g[e.block.start : e.block.stop]))), 1e-300)
+        for e in found
+    }
+    extra: dict[str, Any] = dict(ctx.extra)
+    extra.update(
+        rounds=rounds,
+        requested_rounds=per_block,
+        detectable_error=thresholds,
+        detectable_relative=relative,
+        localised={
+            e.block.name: [list(b) for b in blocks[i].wrong_elements] for i, e in enumerate(found)
+        },
+        unresolved={e.block.name: [p.size for p in e.unresolved] for e in found},
+        wrong_throughout={e.block.name: e.wide for e in found if e.wide},
+    )
+    worst = max(relative.values(), default=float("inf"))
+    cut = (
+        f"; the budget ({ctx.budget.describe()}) allowed {rounds} of {per_block}"
+        if rounds < per_block
+        else ""
+    )
+    coverage = (
+        f"every coordinate, through {rounds} random ±1 directions per block "
+        f"({ctx.extra.get('probes', 0)} probes with bisection, seed {ctx.seed}){cut}; a bug "
+        f"with any element off by more than {worst:.1e} of its block's largest gradient "
+        f"element (per block: extra['detectable_relative']) is missed with probability "
+        f"≤ {miss:.1e}"
+    )
+    for entry in found:
+        if entry.wide:
+            coverage += (
+                f"; {entry.block.name} is wrong throughout ({entry.wide}): not bisected, its "
+                f"wrong elements are examples from {SAMPLED} sampled coordinates"
+            )
+        elif entry.unresolved:
+            coverage += (
+                f"; {entry.block.name}: {len(entry.unresolved)} failing part(s) not localised "
+                "to single elements"
+            )
+    notes = []
+    if any(b.status == "fail" for b in blocks):
+        notes.append(
+            "Suspects are ordered latest block first: backprop runs from the output back "
+            "towards the input, so the latest failing block is where the first error arose."
+        )
+    return blocks, difference, tuple(notes), coverage, miss, extra
+
+
+def _scheme_name(ctx: Context) -> str:
+    """The scheme whose steps and error model judge the check.
+
+    The default (``"auto"``) is Richardson's, run central-first: the report's
+    ``extra["central_first"]`` says how many coordinates needed its extra points.
+    """
+    return ctx.scheme.name
+
+
+def _check_mode(mode: Any, samples: Any, seed: Any, scheme: Any) -> None:
+    if mode not in MODES:
+        raise invalid(
+            "mode",
+            mode,
+            f"must be one of {list(MODES)}",
+            "use 'full' (every coordinate), 'sample' (k coordinates per block) or 'probe' "
+            "(random directions per block, then bisection to the wrong elements)",
+        )
+    if samples is not None:
+        if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 1:
+            raise invalid(
+                "samples",
+                samples,
+                "must be a whole number >= 1",
+                "pass samples=32 (coordinates per block in mode='sample', directions per "
+                "block in mode='probe'), or leave samples=None for the default",
+            )
+        if mode == "full":
+            raise invalid(
+                "samples",
+                samples,
+                "has no meaning with mode='full', which checks every coordinate",
+                "pass mode='sample' or mode='probe' with it, or drop `samples`",
+            )
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise invalid("seed", seed, "must be a whole number >= 0", "pass seed=0 (for example)")
+    if mode == "probe" and scheme == "complex":
+        raise invalid(
+            "scheme",
+            scheme,
+            "is not available with mode='probe' (probes shift many coordinates at once)",
+            "use scheme='richardson' (or 'auto') with mode='probe', or mode='full'",
+        )
 
 
 def assert_gradients_match(
@@ -213,15 +474,6 @@ def _noise_level(
     return max(roundoff, 2 * measured, spread, noise or 0.0)
 
 
-def _steps(scheme: Scheme, theta: np.ndarray, eps: float | None, machine_eps: float) -> np.ndarray:
-    if eps is not None:
-        return np.full(theta.shape, float(eps))
-    base = default_step(scheme.name, machine_eps)
-    if scheme.name == "complex":
-        return np.full(theta.shape, base)
-    return base * np.maximum(np.abs(theta), 1.0)
-
-
 def _evaluate(
     evaluator: Evaluator, scheme: Scheme, indices: np.ndarray, offsets: np.ndarray
 ) -> np.ndarray:
@@ -253,10 +505,16 @@ def _evaluate(
 
 
 def _slice_judged(judged: Judged, sl: np.ndarray) -> Judged:
-    return Judged(judged.numerical[sl], judged.tolerance[sl], judged.wrong[sl], judged.kink[sl])
+    return Judged(
+        judged.numerical[sl],
+        judged.tolerance[sl],
+        judged.wrong[sl],
+        judged.kink[sl],
+        judged.numeric[sl],
+    )
 
 
-def _notes(layout: Layout, judged: Any, blocks: list[Any]) -> tuple[str, ...]:
+def _notes(judged: Any, blocks: list[Any]) -> tuple[str, ...]:
     notes = []
     kinks = int(np.sum(judged.kink))
     if kinks:

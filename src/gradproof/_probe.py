@@ -1,0 +1,366 @@
+"""``mode="probe"``: directional derivatives per block, and bisection to the wrong elements.
+
+A probe of a set P of coordinates (inside one block) draws random signs s and
+compares the gradient's directional derivative ``a = sum_i g_i u_i`` along
+``u_i = s_i * max(|theta_i|, 1)`` with the loss's numerical one along u (the
+scheme's formula on J(theta + t u), 4 evaluations with Richardson, 2 central).
+
+Why per block: each block gets its own directions and its own tolerance, so a
+small block is not swamped by a large one. Why ±1 signs: if some element's
+error exceeds the probe's tolerance tau, then whatever the other errors are,
+at most one of the two signs of that element can hide the bug (flipping it
+moves the error by 2|e_i| > 2 tau), so one probe misses it with probability
+<= 1/2, and m independent probes with probability <= 2^-m. A single wrong
+element is never missed (|e . s| = |e_i|).
+
+Localisation: a failing probe is split in two halves with the same signs; the
+left half is probed and the right half's error follows by subtraction (it is
+probed only when it looks wrong), so a single wrong element of an N-coordinate
+block is found in about 1.5 log2 N probes, k of them in O(k log N). A block
+whose probes all show the same ratio gradient/numerical (a scale bug), or
+whose failing halves multiply past ``WIDE``, is wrong nearly everywhere: it
+is not descended but checked on a sample of its coordinates instead, which
+gives real element values and the judge's diagnosis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from gradproof._diagnose import scale_of
+from gradproof._judge import blocks_of, judge_block, judge_elements, relative_difference
+from gradproof._modes import Context, judge_coordinates
+from gradproof._report import BlockResult, Diagnosis, ElementResult, Index
+from gradproof._schemes import SCHEMES, default_step
+from gradproof._tree import Block
+
+WIDE = 16  # failing halves at one depth beyond which a block counts as wrong throughout
+SAMPLED = 32  # coordinates checked in a block that is wrong throughout
+SAME_RATIO = 1e-2  # ratios gradient/numerical this consistent (relative to |ratio - 1|): scale
+INCONCLUSIVE_RATIO = 0.1
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One directional comparison over the coordinates ``lo:hi`` (absolute, one block)."""
+
+    lo: int
+    hi: int
+    analytic: float
+    numerical: float
+    tolerance: float
+    wrong: bool
+    signs: np.ndarray | None = None  # kept only for failing probes, to bisect them
+
+    @property
+    def size(self) -> int:
+        return self.hi - self.lo
+
+    @property
+    def error(self) -> float:
+        return self.analytic - self.numerical
+
+
+class Prober:
+    """Probes blocks of one check, counting what it spends.
+
+    With the default scheme a probe is central-first, like a coordinate in
+    :mod:`gradproof._modes`: 2 evaluations, and Richardson's 2 more only when the
+    central difference cannot clear it at Richardson's tolerance.
+    """
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.rng = np.random.default_rng(ctx.seed)
+        base = ctx.eps if ctx.eps is not None else default_step(ctx.scheme.name, ctx.machine_eps)
+        self.steps = np.real(np.array(ctx.scheme.multiples, dtype=np.complex128)) * base
+        self.cost = 2 if ctx.adaptive else self.steps.size
+        self.probes = 0
+
+    def affordable(self, count: int = 1) -> bool:
+        return self.ctx.budget.left(self.ctx.evaluator.evaluations, self.cost * count)
+
+    def signs(self, size: int) -> np.ndarray:
+        return self.rng.choice(np.array([-1.0, 1.0]), size=size)
+
+    def probe(self, lo: int, hi: int, signs: np.ndarray | None = None) -> Probe:
+        ctx = self.ctx
+        signs = self.signs(hi - lo) if signs is None else signs
+        direction = signs * np.maximum(np.abs(ctx.theta[lo:hi]), 1.0)
+        analytic = float(np.dot(ctx.g[lo:hi], direction))
+        positions = slice(lo, hi)
+        a = np.array([analytic])
+        if ctx.adaptive:
+            pair = ctx.evaluator.along(positions, direction, self.steps[:2])
+            estimate = SCHEMES["central"].combine(
+                ctx.j0, pair[None, :], self.steps[None, :2], ctx.delta
+            )
+            judged = judge_elements(a, estimate, "central", ctx.rtol, ctx.grad_eps)
+            if judged.wrong[0] or judged.kink[0]:
+                more = ctx.evaluator.along(positions, direction, self.steps[2:])
+                values = np.concatenate([pair, more])[None, :]
+                estimate = ctx.scheme.combine(ctx.j0, values, self.steps[None, :], ctx.delta)
+                judged = judge_elements(a, estimate, ctx.scheme.name, ctx.rtol, ctx.grad_eps)
+        else:
+            values = ctx.evaluator.along(positions, direction, self.steps)
+            estimate = ctx.scheme.combine(ctx.j0, values[None, :], self.steps[None, :], ctx.delta)
+            judged = judge_elements(a, estimate, ctx.scheme.name, ctx.rtol, ctx.grad_eps)
+        self.probes += 1
+        wrong = bool(judged.wrong[0])
+        return Probe(
+            lo,
+            hi,
+            analytic,
+            float(judged.numerical[0]),
+            float(judged.tolerance[0]),
+            wrong,
+            signs if wrong else None,
+        )
+
+
+@dataclass
+class BlockProbes:
+    """What the probes found in one block."""
+
+    block: Block
+    probes: list[Probe]
+    found: list[Probe]
+    unresolved: list[Probe]
+    wide: str = ""
+
+    @property
+    def failing(self) -> list[Probe]:
+        return [p for p in self.probes if p.wrong]
+
+
+def probe_blocks(ctx: Context, per_block: int, progress: Any) -> tuple[list[BlockProbes], int]:
+    """Probe every block up to ``per_block`` times, round-robin, within the budget.
+
+    A block whose probe fails is localised at once (the most informative work
+    there is) and probed no further; the others get every round the budget
+    allows. Returns the per-block findings and the rounds every passing block got.
+    """
+    prober = Prober(ctx)
+    found = [BlockProbes(block, [], [], []) for block in ctx.layout.blocks]
+    rounds = 0
+    for _ in range(per_block):
+        active = [e for e in found if not e.failing]
+        if not active:
+            break
+        if progress is not None:
+            progress.total = max(
+                progress.total,
+                progress.done + (per_block - rounds) * len(active) * prober.cost,
+            )
+        if not prober.affordable(len(active)):
+            break
+        for entry in active:
+            entry.probes.append(prober.probe(entry.block.start, entry.block.stop))
+            if entry.failing:
+                _localise(prober, entry, progress)
+        rounds += 1
+    ctx.extra["probes"] = prober.probes
+    return found, rounds
+
+
+def _localise(prober: Prober, entry: BlockProbes, progress: Any) -> None:
+    first = entry.failing[0]
+    if entry.block.size > WIDE and _scale_suspected(prober, entry):
+        return
+    frontier = [first]
+    while frontier:
+        if len(frontier) > WIDE:
+            entry.wide = f"more than {WIDE} disjoint parts of the block are wrong"
+            return
+        if progress is not None:
+            depth = int(np.ceil(np.log2(max(p.size for p in frontier)))) + 1
+            progress.total = max(progress.total, progress.done + 3 * len(frontier) * depth)
+        nxt: list[Probe] = []
+        for node in frontier:
+            if node.size == 1:
+                entry.found.append(node)
+                continue
+            if not prober.affordable(2):
+                entry.unresolved.append(node)
+                continue
+            nxt.extend(_split(prober, node, entry))
+        frontier = nxt
+
+
+def _scale_suspected(prober: Prober, entry: BlockProbes) -> bool:
+    """Two more probes of a failing block; the same gradient/numerical ratio in all three
+    means the whole block is scaled, which bisection need not descend."""
+    block = entry.block
+    if not prober.affordable(2):
+        return False
+    extra = [prober.probe(block.start, block.stop) for _ in range(2)]
+    entry.probes.extend(extra)
+    failing = entry.failing
+    if len(failing) < 3 or not _same_ratio(failing):
+        return False
+    ratio = failing[0].analytic / failing[0].numerical
+    entry.wide = f"{len(failing)} probes all show the ratio gradient/numerical {ratio:.4g}"
+    return True
+
+
+def _split(prober: Prober, node: Probe, entry: BlockProbes) -> list[Probe]:
+    """The failing halves of ``node``: the left half is probed with the node's signs,
+    the right half's error follows by subtraction and is probed only if it matters."""
+    assert node.signs is not None
+    half = node.size // 2
+    mid = node.lo + half
+    left = prober.probe(node.lo, mid, node.signs[:half])
+    right_error = node.error - left.error
+    right_tolerance = node.tolerance + left.tolerance
+    out = [left] if left.wrong else []
+    if not left.wrong or abs(right_error) > right_tolerance:
+        right = prober.probe(mid, node.hi, node.signs[half:])
+        if right.wrong:
+            out.append(right)
+    if out:
+        return out
+    # Neither half fails with these signs: try fresh signs once before giving up.
+    for lo, hi in ((node.lo, mid), (mid, node.hi)):
+        if prober.affordable():
+            again = prober.probe(lo, hi)
+            if again.wrong:
+                out.append(again)
+    if not out:
+        entry.unresolved.append(node)
+    return out
+
+
+def _same_ratio(probes: list[Probe]) -> bool:
+    ratios = np.array([p.analytic / p.numerical if p.numerical else np.nan for p in probes])
+    if not np.all(np.isfinite(ratios)):
+        return False
+    middle = float(np.median(ratios))
+    # The ratios must agree closely compared with their distance from 1: a single
+    # wrong element moves each probe's ratio by a different amount.
+    return bool(np.max(np.abs(ratios - middle)) <= SAME_RATIO * abs(middle - 1))
+
+
+def block_result(ctx: Context, entry: BlockProbes, signal: float) -> BlockResult:
+    """The verdict for one probed block."""
+    block = entry.block
+    if entry.wide:
+        return _sampled_block(ctx, entry, signal)
+    a = np.array([p.analytic for p in entry.probes])
+    n = np.array([p.numerical for p in entry.probes])
+    t = np.array([p.tolerance for p in entry.probes])
+    elements = [_element(ctx, block, p) for p in entry.found]
+    wrong = tuple(e.index for e in elements)
+    if entry.failing:
+        status, reason = "fail", _fail_reason(entry, wrong)
+    elif entry.probes and _rms(t) > INCONCLUSIVE_RATIO * max(_rms(a), _rms(n), 1e-3 * signal):
+        status, reason = (
+            "inconclusive",
+            (
+                f"the directional derivatives are too noisy to judge: their error bound is "
+                f"{_rms(t) / max(_rms(a), _rms(n), 1e-300):.0%} of their size. Try float64 "
+                "evaluation or mode='full'"
+            ),
+        )
+    else:
+        status, reason = "pass", ""
+    worst = sorted(elements, key=lambda e: -e.abs_error / max(e.tolerance, 1e-300))
+    diagnosis = None
+    if status == "fail":
+        diagnosis = _diagnosis(block.name, wrong, entry)
+    return BlockResult(
+        name=block.name,
+        shape=block.shape,
+        status=status,  # type: ignore[arg-type]
+        difference=relative_difference(a, n),
+        scale=scale_of(a, n),
+        max_abs_error=max(
+            [e.abs_error for e in elements], default=float(np.max(np.abs(a - n), initial=0.0))
+        ),
+        worst_index=worst[0].index if worst else (),
+        checked=block.size if entry.probes else 0,
+        wrong_elements=wrong,
+        worst=tuple(worst[:5]),
+        diagnosis=diagnosis,
+        reason=reason,
+    )
+
+
+def _fail_reason(entry: BlockProbes, wrong: tuple[Index, ...]) -> str:
+    parts = [f"{len(entry.failing)} of {len(entry.probes)} probes beyond the error model"]
+    if wrong:
+        parts.append(f"bisection found {len(wrong)} wrong element(s)")
+    if entry.unresolved:
+        spans = ", ".join(f"{p.size} coordinates" for p in entry.unresolved[:3])
+        parts.append(f"not localised further: {spans}")
+    return "; ".join(parts)
+
+
+def _diagnosis(name: str, wrong: tuple[Index, ...], entry: BlockProbes) -> Diagnosis:
+    if wrong:
+        shown = ", ".join("[" + ", ".join(str(i) for i in w) + "]" for w in wrong[:8])
+        more = f" and {len(wrong) - 8} more" if len(wrong) > 8 else ""
+        return Diagnosis(
+            "elements",
+            f"{name}: {len(wrong)} element(s) wrong ({shown}{more}), the rest match their "
+            "probes — look for an indexing or slicing bug, or a special case at these positions",
+        )
+    return Diagnosis(
+        "general",
+        f"{name}: the block's directional derivatives disagree, but bisection could not "
+        "isolate single elements within the budget — rerun with a larger budget or mode='full'",
+    )
+
+
+def _element(ctx: Context, block: Block, probe: Probe) -> ElementResult:
+    i = probe.lo
+    sign = 1.0 if probe.signs is None else float(probe.signs[0])
+    u = sign * max(abs(float(ctx.theta[i])), 1.0)
+    g, n = float(ctx.g[i]), probe.numerical / u
+    error = abs(g - n)
+    denom = max(abs(g), abs(n))
+    return ElementResult(
+        block=block.name,
+        index=block.unravel(i - block.start),
+        analytic=g,
+        numerical=n,
+        abs_error=error,
+        rel_error=error / denom if denom > 0 else 0.0,
+        tolerance=probe.tolerance / abs(u),
+    )
+
+
+def _sampled_block(ctx: Context, entry: BlockProbes, signal: float) -> BlockResult:
+    """A block wrong nearly everywhere: judge a seeded sample of its coordinates instead."""
+    block = entry.block
+    rng = np.random.default_rng(ctx.seed + 1)
+    chosen = np.sort(block.start + rng.choice(block.size, min(SAMPLED, block.size), replace=False))
+    judged = judge_coordinates(ctx, chosen)
+    ((_, sl, positions),) = [b for b in blocks_of(ctx.layout, chosen) if b[0] is block]
+    result = judge_block(block, positions, ctx.g[chosen], ctx.theta[chosen], judged, signal, None)
+    if result.status != "fail":  # the sample missed what the probes saw
+        result = replace(result, status="fail", diagnosis=_diagnosis(block.name, (), entry))
+    return replace(
+        result,
+        checked=block.size,
+        reason=(
+            f"wrong throughout ({entry.wide}); not bisected: {result.checked} sampled "
+            f"coordinates judged, {len(result.wrong_elements)} of them wrong"
+        ),
+    )
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x)))) if x.size else 0.0
+
+
+def miss_bound(rounds: int) -> float:
+    """P(a bug with an element error above a probe's tolerance goes unseen) <= 2^-rounds."""
+    return float(0.5**rounds) if rounds else 1.0
+
+
+def detectable(entry: BlockProbes, ctx: Context) -> float:
+    """The largest probe tolerance of the block: element errors above it are caught."""
+    return max((p.tolerance for p in entry.probes), default=float("inf"))

@@ -1,0 +1,144 @@
+"""``mode="probe"``: random signed directions per block, the miss bound, and bisection.
+
+Oracle: J = sum(c * sin(theta)) over every block, so dJ/dtheta = c * cos(theta) exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import gradproof
+
+RTOL = 1e-6  # relative tolerance on element-level numerical derivatives
+
+
+def sines(sizes, scale=None, seed=5):
+    rng = np.random.default_rng(seed)
+    params = {name: rng.normal(size=shape) for name, shape in sizes}
+    coef = {
+        name: rng.uniform(0.5, 2.0, size=shape) * (scale or {}).get(name, 1.0)
+        for name, shape in sizes
+    }
+
+    def loss(p):
+        return float(sum(np.sum(coef[k] * np.sin(p[k])) for k in coef))
+
+    def batched(p):
+        return sum(np.sum(coef[k] * np.sin(p[k]), axis=tuple(range(1, p[k].ndim))) for k in coef)
+
+    grad = {k: coef[k] * np.cos(params[k]) for k in coef}
+    return loss, batched, params, grad
+
+
+def test_a_correct_gradient_passes_with_the_stated_miss_probability():
+    loss, _, params, grad = sines((("W", (30, 40)), ("b", (7,))))
+    report = gradproof.check(loss, params, grad, mode="probe")
+    assert report.passed and report.mode == "probe"
+    assert report.miss_probability == pytest.approx(2.0**-10) and report.miss_probability <= 1e-3
+    assert report.extra["rounds"] == 10
+    assert "missed with probability ≤ 9.8e-04" in report.coverage
+    assert all(b.checked == b.size for b in report.blocks.values())
+
+
+@pytest.mark.parametrize("samples", [1, 3, 7])
+def test_the_miss_bound_halves_with_each_round(samples):
+    loss, _, params, grad = sines((("W", (20,)),))
+    report = gradproof.check(loss, params, grad, mode="probe", samples=samples)
+    assert report.miss_probability == pytest.approx(0.5**samples, rel=1e-12)
+
+
+def test_bisection_names_one_wrong_element_in_a_large_block_in_o_log_n_evaluations():
+    n = 2**14
+    loss, _, params, grad = sines((("W", (128, 128)), ("b", (3,))))
+    grad["W"][77, 101] *= 1 + 1e-3
+    report = gradproof.check(loss, params, grad, mode="probe")
+    assert report.blocks["W"].wrong_elements == ((77, 101),)
+    assert report.blocks["b"].passed and report.suspects == ("W",)
+    element = report.blocks["W"].worst[0]
+    assert element.index == (77, 101)
+    assert element.numerical == pytest.approx(grad["W"][77, 101] / (1 + 1e-3), rel=RTOL)
+    assert element.rel_error == pytest.approx(1e-3, rel=1e-3)
+    # 10 rounds for the passing block, a few for the failing one, then ~1.5 probes per
+    # halving at 2-4 evaluations each: far below a full check's 2N.
+    assert report.evaluations < 20 + 4 * 10 + 4 * 5 + 6 * math.log2(n) + 20
+    assert report.evaluations < 2 * n / 50
+
+
+def test_two_wrong_elements_are_both_found():
+    loss, _, params, grad = sines((("W", (1000,)),))
+    grad["W"][[12, 900]] *= [0.99, 1.02]
+    report = gradproof.check(loss, params, grad, mode="probe")
+    assert set(report.blocks["W"].wrong_elements) == {(12,), (900,)}
+
+
+def test_a_small_block_is_not_swamped_by_a_large_one():
+    # One block of 200k elements with large gradients, one of 2 with small ones: a single
+    # direction over everything would bury the small block's bug under the big block's
+    # rounding; a probe per block does not.
+    loss, _, params, grad = sines((("big", (200_000,)), ("tiny", (2,))), scale={"big": 1e3})
+    grad["tiny"][1] *= 1 + 1e-3
+    report = gradproof.check(loss, params, grad, mode="probe", samples=4)
+    assert report.blocks["tiny"].wrong_elements == ((1,),)
+    assert report.blocks["big"].passed
+
+
+def test_a_block_wrong_everywhere_is_recognised_without_descending():
+    loss, _, params, grad = sines((("W", (64, 64)), ("b", (5,))))
+    grad["W"] = 2 * grad["W"]
+    report = gradproof.check(loss, params, grad, mode="probe")
+    block = report.blocks["W"]
+    assert block.status == "fail" and block.diagnosis.kind == "scale"
+    assert block.scale == pytest.approx(2.0, rel=1e-6)
+    assert "W" in report.extra["wrong_throughout"]
+    assert 0 < len(block.wrong_elements) <= 32  # examples from a sample, not all 4096
+    assert report.evaluations < 400
+
+
+def test_probes_are_repeatable_with_a_seed_and_differ_across_seeds():
+    loss, _, params, grad = sines((("W", (500,)),))
+    a = gradproof.check(loss, params, grad, mode="probe", seed=3)
+    b = gradproof.check(loss, params, grad, mode="probe", seed=3)
+    c = gradproof.check(loss, params, grad, mode="probe", seed=4)
+    assert a.difference == b.difference and a.evaluations == b.evaluations
+    assert a.difference != c.difference
+
+
+def test_a_budget_cuts_rounds_and_the_miss_bound_says_so():
+    loss, _, params, grad = sines((("W", (100,)), ("b", (4,))))
+    report = gradproof.check(loss, params, grad, mode="probe", budget=40)
+    assert report.evaluations <= 40
+    rounds = report.extra["rounds"]
+    assert rounds < 10 and report.miss_probability == pytest.approx(0.5**rounds)
+    assert "budget" in report.coverage
+
+
+def test_a_batched_loss_probes_the_same():
+    loss, batched, params, grad = sines((("W", (300,)), ("b", (4,))))
+    grad["W"][123] *= 1.01
+    report = gradproof.check(batched, params, grad, mode="probe", batched=True)
+    assert report.blocks["W"].wrong_elements == ((123,),)
+
+
+def test_probe_on_the_seeds_network_names_the_planted_blocks():
+    from gradproof.examples import fraud
+
+    loss, params, grads = fraud.problem(bugs=True)
+    report = gradproof.check(loss, params, grads, mode="probe")
+    assert set(report.suspects) == {"W2", "b1"}
+    assert report.blocks["W2"].scale == pytest.approx(2.0, rel=1e-4)
+    assert report.blocks["b1"].scale == pytest.approx(4.0, rel=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["probe", "sample"])
+def test_the_extra_facts_are_json_ready(mode):
+    import json
+
+    loss, _, params, grad = sines((("W", (200,)), ("b", (3,))))
+    grad["W"][5] *= 1.01
+    report = gradproof.check(loss, params, grad, mode=mode, samples=200, budget=500)
+    data = json.loads(report.to_json())
+    assert data["mode"] == mode and data["extra"]["budget"] == "500 loss evaluations"
+    assert data["blocks"]["W"]["wrong_elements"] == [[5]]
