@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -236,6 +237,10 @@ def test_progress_counts_every_evaluation_as_chunks_complete(client, capsys):
     report = gradproof.check(loss, params, grad, executor=client.get_executor(), progress=True)
     bar = capsys.readouterr().err
     assert f"{report.evaluations}/{report.evaluations} evaluations" in bar
+    # The last redraw counts every chunk the workers sent back, across workers.
+    last = bar.strip().split("\r")[-1]
+    done, total = (int(x) for x in re.search(r"(\d+)/(\d+) chunks", last).groups())
+    assert done == total >= 1
 
 
 # ------------------------------------------------------------------ nothing lost
@@ -325,7 +330,7 @@ def test_an_unpicklable_loss_is_refused_before_any_task_is_sent(client, tmp_path
     finally:
         close()
     message = str(caught.value)
-    assert message.startswith("`loss`=")
+    assert message.startswith("`loss`=<function ")  # the loss itself, not the whole payload
     assert "must be picklable" in message
     assert cause in message.lower()  # the cause, as pickling reported it
     assert "Fix: " in message and "module level" in message  # the fix

@@ -75,7 +75,7 @@ def test_an_unpicklable_loss_is_refused_before_any_work():
     with pytest.raises(gradproof.InvalidArgument) as info:
         gradproof.check(locked, params, grad, workers=2)
     message = str(info.value)
-    assert message.startswith("`loss`") and "picklable" in message and "Fix:" in message
+    assert message.startswith("`loss`=<function ") and "picklable" in message and "Fix:" in message
     assert calls == []
 
 

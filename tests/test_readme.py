@@ -24,3 +24,19 @@ def test_quick_start_is_two_commands_and_ci_runs_the_test_command():
     assert commands[0].endswith("gradproof demo")
     test_command = commands[1].rsplit("&& ", 1)[1]
     assert test_command in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def test_the_demo_output_shown_is_what_gradproof_demo_prints(capsys):
+    from gradproof._cli import main
+
+    assert main(["demo"]) == 0
+    printed = capsys.readouterr().out
+    shown = README.split("## What `gradproof demo` shows", 1)[1]
+    shown = shown.split("```text\n", 1)[1].split("```", 1)[0]
+
+    def without_timings(text: str) -> list[str]:
+        # Only the wall-clock times may differ between runs; every number of the check must not.
+        lines = text.strip().splitlines()
+        return [re.sub(r"in \d+\.\d+ s", "in T s", line).rstrip() for line in lines]
+
+    assert without_timings(shown) == without_timings(printed)

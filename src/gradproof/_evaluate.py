@@ -60,7 +60,7 @@ class Evaluator:
         out = np.empty((n, k), dtype=np.complex128 if np.iscomplexobj(offsets) else np.float64)
         if self.pool is not None and n > 1:
             started = time.perf_counter()
-            values = self.pool.coordinates(indices, offsets, self._advance)
+            values = self.pool.coordinates(indices, offsets, self._advance, self.progress)
             self.seconds += time.perf_counter() - started
             self._note_dtype(values)
             out[...] = values
@@ -164,10 +164,10 @@ class Evaluator:
         self._advance(1)
         return self._scalar(value, where)
 
-    def _advance(self, evaluations: int) -> None:
+    def _advance(self, evaluations: int, chunk: bool = False) -> None:
         self.evaluations += evaluations
         if self.progress is not None:
-            self.progress.advance(evaluations)
+            self.progress.advance(evaluations, chunk=chunk)
 
     def _note_dtype(self, values: np.ndarray) -> None:
         if self.output_dtype is None:

@@ -62,8 +62,12 @@ def check_workers(workers: Any, executor: Any) -> None:
         )
 
 
-def dumps(value: Any, argument: str, why: str) -> bytes:
-    """Pickle ``value`` (with cloudpickle where installed), or raise InvalidArgument."""
+def dumps(value: Any, argument: str, why: str, shown: Any = None) -> bytes:
+    """Pickle ``value`` (with cloudpickle where installed), or raise InvalidArgument.
+
+    The error names ``argument`` and shows ``shown`` (default: ``value``), so a
+    payload that bundles the loss with the parameters is reported as the loss.
+    """
     try:
         import cloudpickle
 
@@ -76,7 +80,7 @@ def dumps(value: Any, argument: str, why: str) -> bytes:
         hint = "" if pickler is not pickle else "install cloudpickle to send closures, or "
         raise invalid(
             argument,
-            value,
+            value if shown is None else shown,
             f"must be picklable to {why}, but pickling it raised {type(error).__name__}: {error}",
             f"{hint}define the loss at module level without references to open files, "
             "locks or GPU handles, or leave workers=None and executor=None",
@@ -105,7 +109,7 @@ class Pool:
             why = (
                 f"run in worker processes ({'workers=' + str(workers) if workers else 'executor'})"
             )
-            self.payload = dumps(state, "loss", why)
+            self.payload = dumps(state, "loss", why, shown=loss)
             self.parallelism = int(workers) if workers else 4
         if executor is None:
             self.executor: Executor = _start(int(workers or 1), self.payload)
@@ -116,9 +120,17 @@ class Pool:
             self.executor = _dask_aware(executor, self.payload)
 
     def coordinates(
-        self, indices: np.ndarray, offsets: np.ndarray, advance: Callable[[int], None]
+        self,
+        indices: np.ndarray,
+        offsets: np.ndarray,
+        advance: Callable[..., None],
+        progress: Any = None,
     ) -> np.ndarray:
-        """J(theta + offsets[i, k] e_indices[i]) for every i, k, in parallel; shape (n, k)."""
+        """J(theta + offsets[i, k] e_indices[i]) for every i, k, in parallel; shape (n, k).
+
+        ``advance(evaluations, chunk=True)`` is called as each chunk comes back;
+        ``progress`` (a gradproof._progress.Progress) is told how many were sent.
+        """
         n, k = offsets.shape
         split = getattr(self.executor, "gradproof_pieces", None)  # issue 7: Dask sizes its tasks
         count = split(n, k) if split is not None else min(n, self.parallelism * PIECES_PER_WORKER)
@@ -130,6 +142,8 @@ class Pool:
                     _evaluate_piece, self.payload, indices[rows], offsets[rows]
                 )
                 futures[future] = rows
+        if progress is not None:
+            progress.chunks_sent(len(futures))
         out = np.empty((n, k), dtype=np.complex128 if np.iscomplexobj(offsets) else np.float64)
         pending = set(futures)
         try:
@@ -137,7 +151,7 @@ class Pool:
                 done, pending = wait(pending, return_when="FIRST_COMPLETED")
                 for future in done:
                     out[futures[future]] = future.result()
-                    advance(futures[future].size * k)
+                    advance(futures[future].size * k, chunk=True)
         finally:
             for future in pending:
                 future.cancel()

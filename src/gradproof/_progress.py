@@ -1,4 +1,4 @@
-"""A progress bar on stderr: evaluations done and time left.
+"""A progress bar on stderr: evaluations done, time left, and chunks done on workers.
 
 ``progress=None`` (the default) shows it only when stderr is a terminal and the
 check has already run for about a second, so quick checks and logs stay clean;
@@ -40,6 +40,16 @@ class Progress:
     >>> bar.advance(5); bar.close()
     >>> "5/10 evaluations" in stream.getvalue()
     True
+
+    With ``workers=`` or ``executor=`` (a Dask cluster, say) the bar also counts
+    the chunks of coordinates the workers have sent back:
+
+    >>> stream = io.StringIO()
+    >>> bar = Progress(True, stream=stream)
+    >>> bar.total = 10
+    >>> bar.chunks_sent(4); bar.advance(5, chunk=True); bar.close()
+    >>> "1/4 chunks" in stream.getvalue()
+    True
     """
 
     def __init__(self, progress: bool | None, stream: TextIO | None = None) -> None:
@@ -50,11 +60,19 @@ class Progress:
         self.done = 0
         self.total = 0
         self.label = "gradproof"
+        self.chunks_done = 0
+        self.chunks_total = 0
         self._drawn = False
         self._last = 0.0
 
-    def advance(self, evaluations: int) -> None:
+    def chunks_sent(self, count: int) -> None:
+        """``count`` more chunks of coordinates went out to workers."""
+        self.chunks_total += count
+
+    def advance(self, evaluations: int, chunk: bool = False) -> None:
+        """``evaluations`` more done (``chunk``: they were one chunk from a worker)."""
         self.done += evaluations
+        self.chunks_done += int(chunk)
         if not self.enabled:
             return
         now = time.perf_counter()
@@ -76,6 +94,8 @@ class Progress:
             f"\r{self.label} [{'#' * filled}{'.' * (WIDTH - filled)}] "
             f"{self.done}/{total} evaluations, {eta} "
         )
+        if self.chunks_total:
+            line = line[:-1] + f", {self.chunks_done}/{self.chunks_total} chunks from workers "
         self.stream.write(line)
         self.stream.flush()
         self._drawn = True
