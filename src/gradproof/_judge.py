@@ -13,6 +13,8 @@ analytic value matches one side, sits near a kink and is not a bug.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,9 +139,12 @@ def judge_block(
 ) -> BlockResult:
     """The verdict for one block from its checked positions (offsets into the block)."""
     n, t = judged.numerical, judged.tolerance
-    index = [block.unravel(int(p)) for p in positions]
-    wrong = [index[k] for k in np.flatnonzero(judged.wrong)]
-    kinks = tuple(index[k] for k in np.flatnonzero(judged.kink))
+
+    def index(k: int) -> Index:  # only the elements the report names are unravelled
+        return block.unravel(int(positions[k]))
+
+    wrong = [index(k) for k in np.flatnonzero(judged.wrong)]
+    kinks = tuple(index(k) for k in np.flatnonzero(judged.kink))
     err = np.abs(g - n)
     difference = relative_difference(g, n)
     status, reason = _block_status(g, n, judged.numeric, wrong, difference, tol, global_signal)
@@ -158,7 +163,7 @@ def judge_block(
         difference=difference,
         scale=scale_of(g, n),
         max_abs_error=float(err.max(initial=0.0)),
-        worst_index=index[worst_k] if index else (),
+        worst_index=index(worst_k) if positions.size else (),
         checked=int(positions.size),
         wrong_elements=tuple(wrong),
         kinks=kinks,
@@ -171,8 +176,11 @@ def judge_block(
 
 def _sample(g: np.ndarray, n: np.ndarray) -> tuple[tuple[float, float], ...]:
     """Up to SAMPLE_SHOWN (analytic, numerical) pairs, evenly spaced over the block, for plots."""
-    picks = np.unique(np.linspace(0, g.size - 1, min(g.size, SAMPLE_SHOWN)).astype(np.int64))
-    return tuple((float(g[k]), float(n[k])) for k in picks) if g.size else ()
+    if g.size <= SAMPLE_SHOWN:
+        return tuple(zip(g.ravel().tolist(), n.ravel().tolist(), strict=True))
+    # dict.fromkeys, not np.unique: numpy's set routines import numpy.ma on first use (~20 ms).
+    spaced = np.linspace(0, g.size - 1, SAMPLE_SHOWN).astype(np.int64).tolist()
+    return tuple((float(g[k]), float(n[k])) for k in dict.fromkeys(spaced))
 
 
 def _block_status(
@@ -200,12 +208,13 @@ def _block_status(
 
 
 def _rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(x)))) if x.size else 0.0
+    flat = x.ravel()
+    return math.sqrt(float(np.dot(flat, flat)) / flat.size) if flat.size else 0.0
 
 
 def _worst(
     name: str,
-    index: list[Index],
+    index: Callable[[int], Index],
     g: np.ndarray,
     n: np.ndarray,
     t: np.ndarray,
@@ -220,7 +229,7 @@ def _worst(
         out.append(
             ElementResult(
                 block=name,
-                index=index[k],
+                index=index(int(k)),
                 analytic=float(g[k]),
                 numerical=float(n[k]),
                 abs_error=abs_err,
