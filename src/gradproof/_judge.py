@@ -143,8 +143,8 @@ def judge_block(
     def index(k: int) -> Index:  # only the elements the report names are unravelled
         return block.unravel(int(positions[k]))
 
-    wrong = [index(k) for k in np.flatnonzero(judged.wrong)]
-    kinks = tuple(index(k) for k in np.flatnonzero(judged.kink))
+    wrong = [index(k) for k in np.flatnonzero(judged.wrong).tolist()]
+    kinks = tuple(index(k) for k in np.flatnonzero(judged.kink).tolist())
     err = np.abs(g - n)
     difference = relative_difference(g, n)
     status, reason = _block_status(g, n, judged.numeric, wrong, difference, tol, global_signal)
