@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import importlib.util
 
-OPTIONAL = {
-    "torch": "src/gradproof/torch/*",
-    "jax": "src/gradproof/jax/*",
-    "distributed": "src/gradproof/dask/*",
-    "matplotlib": "src/gradproof/plot/*",
-}
+from gradproof._extras import EXTRAS
 
 collect_ignore_glob = [
-    pattern for module, pattern in OPTIONAL.items() if importlib.util.find_spec(module) is None
+    f"src/gradproof/{subpackage}/*"
+    for subpackage, (module, _, _) in EXTRAS.items()
+    if importlib.util.find_spec(module) is None
 ]

@@ -284,11 +284,18 @@ def table(results: list[dict[str, Any]]) -> str:
             named = f"yes: {r['planted']}" if r.get("named") else "no"
         rows.append(
             f"| {r['workload']} ({r.get('size', '?')}) | {r['variant']} | {r['tool']} | "
-            f"{r.get('seconds', float('nan')):.2f} | {' | '.join(ratios)} | "
+            f"{_seconds(r.get('seconds'))} | {' | '.join(ratios)} | "
             f"{r.get('evaluations', '–')} | {r.get('peak_mb', float('nan')):.0f} | "
             f"{r.get('verdict')} | {named} |"
         )
     return head + "\n".join(rows) + "\n"
+
+
+def _seconds(value: float | None) -> str:
+    """Seconds to two decimals, or two significant digits below a tenth of a second."""
+    if value is None:
+        return "–"
+    return f"{value:.2f}" if value >= 0.1 else f"{value:.2g}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -297,7 +304,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", help="run only these workloads")
     parser.add_argument("--tools", nargs="*", help="run only these tools (with --only)")
     parser.add_argument("--json", help="write the raw results here")
+    parser.add_argument("--table", help="print the table of an earlier run's --json file")
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text())))
+        return 0
     if args.cell:
         print(json.dumps(run_cell(*args.cell)))
         return 0

@@ -25,13 +25,9 @@ gives, bit for bit. See ``docs/dask.md`` for clusters and the cost model.
 
 from __future__ import annotations
 
-try:
-    import distributed as _distributed  # noqa: F401  (the import is the availability check)
-except ImportError as error:  # pragma: no cover - exercised in a subprocess by the tests
-    raise ImportError(
-        "gradproof.dask needs Dask's distributed scheduler, which is not installed. "
-        "Install it with: pip install 'gradproof[dask]'"
-    ) from error
+from gradproof._extras import require
+
+require("dask")  # ImportError with the install command where distributed is missing
 
 from gradproof.dask._check import check
 from gradproof.dask._executor import pieces

@@ -10,16 +10,10 @@ True
 
 from __future__ import annotations
 
-try:
-    import jax as _jax  # the real JAX: absolute import, not this subpackage
-except ImportError as error:  # pragma: no cover - exercised in a subprocess
-    raise ImportError(
-        "gradproof.jax needs JAX, which is not installed. "
-        "Install it with: pip install 'gradproof[jax]'"
-    ) from error
+from gradproof._extras import require
+
+require("jax")  # ImportError with the install command where jax is missing
 
 from gradproof.jax._check import Evaluation, assert_gradients_match, check
-
-del _jax
 
 __all__ = ["Evaluation", "assert_gradients_match", "check"]

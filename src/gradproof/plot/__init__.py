@@ -20,13 +20,9 @@ is touched, so the functions are safe in scripts, tests and notebooks.
 
 from __future__ import annotations
 
-try:
-    import matplotlib  # noqa: F401
-except ImportError as error:  # pragma: no cover - exercised only without matplotlib
-    raise ImportError(
-        "gradproof.plot needs matplotlib, which is not installed. "
-        "Fix: pip install 'gradproof[plot]'"
-    ) from error
+from gradproof._extras import require
+
+require("plot")  # ImportError with the install command where matplotlib is missing
 
 from gradproof.plot._figures import blocks, save, scatter, sweep, taylor
 

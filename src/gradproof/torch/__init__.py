@@ -14,13 +14,9 @@ never imports torch.
 True
 """
 
-try:
-    import torch as _torch  # noqa: F401  (the import is the availability check)
-except ImportError as error:  # pragma: no cover - exercised in a subprocess by the tests
-    raise ImportError(
-        "gradproof.torch needs PyTorch, which is not installed. "
-        "Install it with: pip install 'gradproof[torch]'"
-    ) from error
+from gradproof._extras import require
+
+require("torch")  # ImportError with the install command where torch is missing
 
 from gradproof.torch._gradcheck import GradcheckError, gradcheck
 from gradproof.torch._module import TrainingModeWarning, check_module
