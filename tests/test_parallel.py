@@ -13,14 +13,33 @@ import gradproof
 REL = 1e-12  # parallel and serial evaluate the same points: equal up to summation order
 
 
+class TanhLoss:
+    """sum(tanh(W x + b)^2): defined at module level, so plain pickle sends it to workers."""
+
+    def __init__(self, x):
+        self.x = x
+
+    def __call__(self, p):
+        return float(np.sum(np.tanh(p["W"] @ self.x + p["b"]) ** 2))
+
+
+class FailsAwayFromTheBasePoint:
+    """The loss, except that it raises wherever W[0, 0] is perturbed."""
+
+    def __init__(self, loss, w00):
+        self.loss, self.w00 = loss, w00
+
+    def __call__(self, p):
+        if abs(p["W"][0, 0] - self.w00) > 0:
+            raise FloatingPointError("in the worker")
+        return self.loss(p)
+
+
 def problem():
     rng = np.random.default_rng(11)
     params = {"W": rng.normal(size=(12, 10)), "b": rng.normal(size=(12,))}
     x = rng.normal(size=10)
-
-    def loss(p):  # a closure: needs cloudpickle to reach a worker process
-        return float(np.sum(np.tanh(p["W"] @ x + p["b"]) ** 2))
-
+    loss = TanhLoss(x)
     t = np.tanh(params["W"] @ x + params["b"])
     d = 2 * t * (1 - t**2)
     grad = {"W": np.outer(d, x), "b": d}
@@ -79,13 +98,20 @@ def test_an_unpicklable_loss_is_refused_before_any_work():
     assert calls == []
 
 
+def test_a_closure_travels_to_workers_by_cloudpickle():
+    pytest.importorskip("cloudpickle", reason="closures travel by cloudpickle (gradproof[dask])")
+    loss, params, grad = problem()
+    x = loss.x
+
+    def closure(p):  # a local function: plain pickle refuses it, cloudpickle sends it by value
+        return float(np.sum(np.tanh(p["W"] @ x + p["b"]) ** 2))
+
+    _same(gradproof.check(closure, params, grad, workers=2), gradproof.check(loss, params, grad))
+
+
 def test_an_error_in_a_worker_reaches_the_caller():
     loss, params, grad = problem()
-
-    def fails_away_from_the_base_point(p):
-        if abs(p["W"][0, 0] - params["W"][0, 0]) > 0:
-            raise FloatingPointError("in the worker")
-        return loss(p)
+    fails_away_from_the_base_point = FailsAwayFromTheBasePoint(loss, params["W"][0, 0])
 
     before = {k: v.copy() for k, v in params.items()}
     with ThreadPoolExecutor(2) as pool, pytest.raises(FloatingPointError, match="in the worker"):
