@@ -13,6 +13,7 @@ import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -75,20 +76,34 @@ class Layout:
         With ``batch=K``, ``flat`` has shape (K, N) and every leaf gets a
         leading axis of K (Python numbers become arrays of shape (K,)).
         """
+        readonly = flat.view()  # every slice of it is read-only too: one flag per call
+        readonly.flags.writeable = False
         leaves: list[Any] = []
-        for block in self.blocks:
+        for start, stop, shape, is_number in self._spans:
             if batch is None:
-                piece = flat[block.start : block.stop]
-                if block.is_python_number:
+                piece = readonly[start:stop]
+                if is_number:
                     value = piece[0]
                     leaves.append(complex(value) if np.iscomplexobj(piece) else float(value))
                     continue
-                view = piece.reshape(block.shape)
+                leaves.append(piece.reshape(shape))
             else:
-                view = flat[:, block.start : block.stop].reshape((batch, *block.shape))
-            view.flags.writeable = False
-            leaves.append(view)
+                leaves.append(readonly[:, start:stop].reshape((batch, *shape)))
+        if self._flat_dict is not None:  # the common case, {"W1": ..., "b1": ...}: no recursion
+            return dict(zip(self._flat_dict, leaves, strict=True))
         return _unflatten(self.treedef, iter(leaves))
+
+    @cached_property
+    def _spans(self) -> tuple[tuple[int, int, tuple[int, ...], bool], ...]:
+        return tuple((b.start, b.stop, b.shape, b.is_python_number) for b in self.blocks)
+
+    @cached_property
+    def _flat_dict(self) -> list[Any] | None:
+        """The keys, where the structure is one plain dict of leaves; else None."""
+        kind, cls, keys, children = (*self.treedef, None, None, None)[:4]
+        if kind == "dict" and cls is dict and all(c == ("leaf",) for c in children):
+            return list(keys)
+        return None
 
 
 def _name(path: Path) -> str:
