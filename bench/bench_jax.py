@@ -30,6 +30,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _summary import gradproof_row
 from jax.test_util import check_grads
 
 import gradproof
@@ -90,17 +91,7 @@ def make_loss(sizes: tuple[int, ...], planted: bool) -> tuple[Callable[[Any], An
 def run_gradproof(f: Callable[[Any], Any], params: Any, **options: Any) -> dict[str, Any]:
     started = time.perf_counter()
     report = gradproof.jax.check(f, params, **options)
-    seconds = time.perf_counter() - started
-    name, index = PLANTED
-    block = report.blocks.get(name)
-    named = block is not None and index in block.wrong_elements and report.suspects == (name,)
-    return {
-        "seconds": seconds,
-        "evaluations": report.evaluations,
-        "verdict": report.status,
-        "named": f"yes: {name}{list(index)}" if named else "no",
-        "miss": "–" if report.miss_probability is None else f"{report.miss_probability:.1e}",
-    }
+    return gradproof_row(report, time.perf_counter() - started, PLANTED)
 
 
 def run_check_grads(f: Callable[[Any], Any], params: Any, repeats: int = 3) -> dict[str, Any]:

@@ -28,6 +28,7 @@ import warnings
 from typing import Any
 
 import torch
+from _summary import gradproof_row
 from torch.autograd.gradcheck import GradcheckError as TorchGradcheckError
 from torch.func import functional_call
 
@@ -108,17 +109,7 @@ def loss_fn(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def run_gradproof(model: MLP, x: Any, y: Any, **options: Any) -> dict[str, Any]:
     started = time.perf_counter()
     report = gradproof.torch.check_module(model, loss_fn, x, y, **options)
-    seconds = time.perf_counter() - started
-    name, index = PLANTED
-    block = report.blocks.get(name)
-    named = block is not None and index in block.wrong_elements and report.suspects == (name,)
-    return {
-        "seconds": seconds,
-        "evaluations": report.evaluations,
-        "verdict": report.status,
-        "named": f"yes: {name}{list(index)}" if named else "no",
-        "miss": "–" if report.miss_probability is None else f"{report.miss_probability:.2g}",
-    }
+    return gradproof_row(report, time.perf_counter() - started, PLANTED)
 
 
 def run_torch(model: MLP, x: Any, y: Any, fast_mode: bool) -> dict[str, Any]:
