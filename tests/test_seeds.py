@@ -111,6 +111,26 @@ def test_check_names_the_planted_bugs():
     assert [b.diagnosis.kind for b in (report.blocks["W2"], report.blocks["b1"])] == ["scale"] * 2
 
 
+@pytest.mark.parametrize(("bugs", "expected"), [(True, WITH_BUGS), (False, FIXED)])
+def test_the_seeds_threshold_judges_the_overall_difference_as_the_notebook_does(bugs, expected):
+    # The notebook passes the fixed backprop at 1.19e-07 < 2e-7, although single blocks
+    # (b1: 3.3e-7, b3: 2.5e-7) are above 2e-7: tol judges the overall difference.
+    loss, params, grads = fraud.problem(bugs=bugs)
+    report = gradproof.check(loss, params, grads, eps=1e-7, tol=fraud.THRESHOLD)
+    assert report.difference == pytest.approx(expected, rel=SEED_RTOL)
+    assert report.passed is (not bugs)
+    assert report.suspects == (("W2", "b1") if bugs else ())
+
+
+def test_a_tighter_tol_fails_the_blocks_above_it_when_the_error_model_fails_none():
+    loss, params, grads = fraud.problem(bugs=False)
+    report = gradproof.check(loss, params, grads, eps=1e-7, tol=1e-7)
+    assert report.status == "fail"
+    above = {name for name, b in report.blocks.items() if b.difference > 1e-7}
+    assert set(report.suspects) == above and above
+    assert all("> tol" in report.blocks[name].reason for name in above)
+
+
 def test_default_scheme_also_finds_the_bugs_and_passes_the_fix():
     loss, params, grads = fraud.problem(bugs=True)
     assert gradproof.check(loss, params, grads).suspects == ("W2", "b1")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import numbers
 import time
 import warnings
@@ -18,6 +17,7 @@ from gradproof._evaluate import Evaluator
 from gradproof._gradients import resolve_gradient
 from gradproof._judge import (
     Judged,
+    apply_tol,
     blocks_of,
     global_signal,
     judge_block,
@@ -71,8 +71,10 @@ def check(
         eps: a fixed step for every coordinate. Given alone it selects the
             seeds' plain central differences; by default each coordinate gets a
             step scaled to its magnitude and the precision.
-        tol: a bound on the seeds' relative difference, per block and overall,
-            on top of the error model (None: the error model alone decides).
+        tol: a bound on the seeds' relative difference over every checked
+            coordinate, on top of the error model (None: the error model alone
+            decides). As in the seeds, it judges the overall difference: where
+            that exceeds ``tol``, the blocks whose own difference exceeds it fail.
         scheme: ``"auto"``, ``"central"`` (2 evaluations per coordinate,
             O(h^2)), ``"richardson"`` (4, O(h^4)) or ``"complex"`` (1, for
             losses that accept complex input). ``"auto"`` without ``eps`` tries
@@ -175,6 +177,7 @@ def check(
             pool.close()
         bar.close()
     blocks, difference, notes, coverage, miss, extra = outcome
+    blocks = apply_tol(blocks, difference, tol)
     if limit.limited:
         extra["budget"] = limit.describe()
     return Report(
@@ -217,7 +220,7 @@ def _coordinate_mode(
             blocks.append(_unchecked(block))
             continue
         part = _slice_judged(judged, sl)
-        blocks.append(judge_block(block, positions, g[sl], theta[sl], part, signal, tol))
+        blocks.append(judge_block(block, positions, g[sl], theta[sl], part, signal, None))
     difference = relative_difference(g, judged.numerical)
     extra: dict[str, Any] = dict(ctx.extra)
     if ctx.adaptive:
@@ -282,15 +285,6 @@ def _probe_mode(ctx: Context, per_block: int, tol: float | None, bar: Progress) 
     n = np.array([p.numerical for e in found for p in e.probes])
     signal = max(float(np.sqrt(np.mean(ctx.g**2))), 0.0)
     blocks = [block_result(ctx, entry, signal) for entry in found]
-    if tol is not None:
-        blocks = [
-            dataclasses.replace(
-                b, status="fail", reason=f"difference {b.difference:.3g} > tol {tol:.3g}"
-            )
-            if b.status != "fail" and b.difference > tol
-            else b
-            for b in blocks
-        ]
     difference = relative_difference(a, n)
     miss = miss_bound(rounds)
     thresholds = {e.block.name: detectable(e, ctx) for e in found}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -239,6 +239,29 @@ def _worst(
             )
         )
     return tuple(out)
+
+
+def apply_tol(blocks: list[BlockResult], difference: float, tol: float | None) -> list[BlockResult]:
+    """The seeds' rule on top of the error model: the overall difference against ``tol``.
+
+    As in the seeds, ``tol`` judges one number, the difference over every checked
+    coordinate. Where that exceeds ``tol`` and the error model failed no block, the
+    blocks whose own difference exceeds ``tol`` fail (at least one does when the
+    overall one does); where the error model already names failing blocks, they
+    explain the overall difference, and no other block is blamed for it.
+    """
+    if tol is None or difference <= tol or any(b.status == "fail" for b in blocks):
+        return blocks
+    return [
+        replace(
+            b,
+            status="fail",
+            reason=f"difference {b.difference:.3g} > tol {tol:.3g} (overall {difference:.3g})",
+        )
+        if b.status != "fail" and b.difference > tol
+        else b
+        for b in blocks
+    ]
 
 
 def overall_status(blocks: list[BlockResult], difference: float, tol: float | None) -> Status:
