@@ -115,6 +115,47 @@ def test_a_budget_cuts_rounds_and_the_miss_bound_says_so():
     assert "budget" in report.coverage
 
 
+@pytest.mark.parametrize("budget", [21, 35, 49, 77, 119, 161, 203, 301])
+@pytest.mark.parametrize("bug", ["one element", "everywhere"])
+def test_an_evaluation_budget_holds_when_the_gradient_is_wrong(budget, bug):
+    # Failing probes are refined and bisected, and a block wrong everywhere is sampled:
+    # all of it must fit the budget, not only the first round of probes.
+    loss, _, params, grad = sines((("W", (300,)), ("b", (4,))))
+    if bug == "one element":
+        grad["W"][123] *= 1.01
+    else:
+        grad["W"] = 2 * grad["W"]
+    report = gradproof.check(loss, params, grad, mode="probe", budget=budget)
+    assert report.evaluations <= budget
+    assert report.status in ("fail", "inconclusive")
+
+
+@pytest.mark.parametrize("budget", [20, 1e-9])
+def test_a_budget_that_allows_no_probe_is_inconclusive_and_says_nothing_was_checked(budget):
+    loss, _, params, grad = sines((("W", (1000,)),))
+    grad["W"] = 3 * grad["W"]  # wrong everywhere: a pass here would be a false verdict
+    report = gradproof.check(loss, params, grad, mode="probe", budget=budget)
+    assert report.status == "inconclusive"
+    assert report.blocks["W"].checked == 0
+    assert report.coverage.startswith("nothing")
+    assert report.miss_probability == 1.0
+
+
+def test_a_block_with_zero_gradient_is_measured_against_the_whole_gradient():
+    loss, _, params, grad = sines((("W", (50,)),))
+    params["z"] = np.ones(4)
+
+    def with_z(p):  # z does not enter the loss: its gradient is exactly zero
+        return loss({"W": p["W"]}) + 0.0 * float(np.sum(p["z"]))
+
+    grad["z"] = np.zeros(4)
+    report = gradproof.check(with_z, params, grad, mode="probe")
+    assert report.passed
+    relative = report.extra["detectable_relative"]
+    assert 0 < relative["z"] < 1e-3  # a meaningful size, not 1/1e-300
+    assert f"{max(relative.values()):.1e}" in report.coverage
+
+
 def test_a_batched_loss_probes_the_same():
     loss, batched, params, grad = sines((("W", (300,)), ("b", (4,))))
     grad["W"][123] *= 1.01

@@ -288,9 +288,12 @@ def _probe_mode(ctx: Context, per_block: int, tol: float | None, bar: Progress) 
     difference = relative_difference(a, n)
     miss = miss_bound(rounds)
     thresholds = {e.block.name: detectable(e, ctx) for e in found}
+    # Relative to the block's largest gradient element; a block whose gradient is all
+    # zero is measured against the whole gradient's largest element instead.
+    whole = float(np.max(np.abs(ctx.g), initial=0.0))
     relative = {
         e.block.name: thresholds[e.block.name]
-        / max(float(np.max(np.abs(ctx.g[e.block.start : e.block.stop]))), 1e-300)
+        / max(float(np.max(np.abs(ctx.g[e.block.start : e.block.stop]))) or whole, 1e-300)
         for e in found
     }
     extra: dict[str, Any] = dict(ctx.extra)
@@ -312,7 +315,10 @@ def _probe_mode(ctx: Context, per_block: int, tol: float | None, bar: Progress) 
         else ""
     )
     coverage = (
-        f"every coordinate, through {rounds} random ±1 directions per block "
+        f"nothing: the budget ({ctx.budget.describe()}) ran out before the first round of "
+        f"probes; no block was checked"
+        if rounds == 0 and not ctx.extra.get("probes")
+        else f"every coordinate, through {rounds} random ±1 directions per block "
         f"({ctx.extra.get('probes', 0)} probes with bisection, seed {ctx.seed}){cut}; a bug "
         f"with any element off by more than {worst:.1e} of its block's largest gradient "
         f"element (per block: extra['detectable_relative']) is missed with probability "

@@ -78,7 +78,10 @@ class Prober:
         self.rng = np.random.default_rng(ctx.seed)
         base = ctx.eps if ctx.eps is not None else default_step(ctx.scheme.name, ctx.machine_eps)
         self.steps = np.real(np.array(ctx.scheme.multiples, dtype=np.complex128)) * base
-        self.cost = 2 if ctx.adaptive else self.steps.size
+        # What a probe may cost at most: central-first probes that need refining spend
+        # Richardson's full set, so budgets reserve that, not the central pair alone.
+        self.cost = self.steps.size
+        self.typical = 2 if ctx.adaptive else self.steps.size  # for progress estimates
         self.probes = 0
 
     def affordable(self, count: int = 1) -> bool:
@@ -154,7 +157,7 @@ def probe_blocks(ctx: Context, per_block: int, progress: Any) -> tuple[list[Bloc
         if progress is not None:
             progress.total = max(
                 progress.total,
-                progress.done + (per_block - rounds) * len(active) * prober.cost,
+                progress.done + (per_block - rounds) * len(active) * prober.typical,
             )
         if not prober.affordable(len(active)):
             break
@@ -247,8 +250,20 @@ def _same_ratio(probes: list[Probe]) -> bool:
 def block_result(ctx: Context, entry: BlockProbes, signal: float) -> BlockResult:
     """The verdict for one probed block."""
     block = entry.block
-    if entry.wide:
+    if entry.wide and _affordable_sample(ctx, block) > 0:
         return _sampled_block(ctx, entry, signal)
+    if not entry.probes:
+        return BlockResult(
+            name=block.name,
+            shape=block.shape,
+            status="inconclusive",
+            difference=0.0,
+            scale=None,
+            max_abs_error=0.0,
+            worst_index=(),
+            checked=0,
+            reason="not checked: the budget ran out before this block's first probe",
+        )
     a = np.array([p.analytic for p in entry.probes])
     n = np.array([p.numerical for p in entry.probes])
     t = np.array([p.tolerance for p in entry.probes])
@@ -333,11 +348,22 @@ def _element(ctx: Context, block: Block, probe: Probe) -> ElementResult:
     )
 
 
+def _affordable_sample(ctx: Context, block: Block) -> int:
+    """How many of a wrong-throughout block's coordinates to judge: SAMPLED, or what the
+    budget has left room for (at a coordinate's most, Richardson's 4 evaluations)."""
+    count = min(SAMPLED, block.size)
+    cost = len(ctx.scheme.multiples)
+    while count > 0 and not ctx.budget.left(ctx.evaluator.evaluations, cost * count):
+        count //= 2
+    return count
+
+
 def _sampled_block(ctx: Context, entry: BlockProbes, signal: float) -> BlockResult:
     """A block wrong nearly everywhere: judge a seeded sample of its coordinates instead."""
     block = entry.block
     rng = np.random.default_rng(ctx.seed + 1)
-    chosen = np.sort(block.start + rng.choice(block.size, min(SAMPLED, block.size), replace=False))
+    count = _affordable_sample(ctx, block)
+    chosen = np.sort(block.start + rng.choice(block.size, count, replace=False))
     judged = judge_coordinates(ctx, chosen)
     ((_, sl, positions),) = [b for b in blocks_of(ctx.layout, chosen) if b[0] is block]
     result = judge_block(block, positions, ctx.g[chosen], ctx.theta[chosen], judged, signal, None)
