@@ -8,11 +8,14 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 import gradproof._check
-from gradproof._cli import main
+from gradproof._cli import CHECK_EXAMPLES, main
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PROBLEM = """\
 import numpy as np
@@ -152,12 +155,17 @@ def test_json_html_and_plot_files(wrong, tmp_path, capsys):
         (["check", "{right}", "--plot", "x.jpg"], "must end in .png or .svg"),
         (["check", "{right}", "--eps", "-1"], "`eps`=-1.0: must be a finite number > 0"),
         (["check", "{raises}"], "importing"),
+        (["check", "{fails}:problem"], "calling problem() raised RuntimeError: boom"),
+        (["check", "{right}", "--json", "no/such/folder/r.json"], "--json no/such/folder/r.json"),
+        (["check", "{right}", "--html", "no/such/folder/r.html"], "does not exist. Fix:"),
     ],
 )
 def test_usage_errors_exit_2_with_a_fix(argv, message, right, tmp_path, capsys):
     (tmp_path / "empty.py").write_text("x = 1\n")
     (tmp_path / "raises.py").write_text("raise RuntimeError('boom')\n")
+    (tmp_path / "fails.py").write_text("def problem():\n    raise RuntimeError('boom')\n")
     names = {"right": right, "empty": tmp_path / "empty.py", "raises": tmp_path / "raises.py"}
+    names["fails"] = tmp_path / "fails.py"
     assert main([a.format(**names) for a in argv]) == 2
     assert message in capsys.readouterr().err
 
@@ -169,8 +177,6 @@ def test_an_unknown_mode_is_an_argparse_error(right, capsys):
 
 
 def test_scheduler_without_distributed_says_how_to_install(right, monkeypatch, capsys):
-    if "executor" not in __import__("inspect").signature(gradproof._check.check).parameters:
-        pytest.skip("this check() has no executor= yet")
     monkeypatch.setitem(sys.modules, "distributed", None)
     assert main(["check", str(right), "--scheduler", "tcp://127.0.0.1:1"]) == 2
     assert "pip install 'gradproof[dask]'" in capsys.readouterr().err
@@ -214,3 +220,13 @@ def test_the_file_can_import_its_neighbours(tmp_path, capsys):
     """)
     )
     assert main(["check", str(tmp_path / "uses.py")]) == 0
+
+
+@pytest.mark.parametrize(("name", "code"), [("problem", 1), ("fixed", 0)])
+def test_the_example_in_check_help_runs(name, code, capsys):
+    # `gradproof check --help` shows examples/fraud_problem.py:problem; it must exist and run.
+    target = ROOT / "examples" / "fraud_problem.py"
+    assert f"{target.relative_to(ROOT)}:problem" in CHECK_EXAMPLES
+    assert main(["check", f"{target}:{name}", "--eps", "1e-7", "--tol", "2e-7"]) == code
+    out = capsys.readouterr().out
+    assert ("suspects" in out) is (code == 1)

@@ -154,6 +154,7 @@ def _check(args: argparse.Namespace) -> int:
 
     if args.plot is not None:
         _check_plot_path(args.plot)
+    _check_output_paths(args)  # before the check: a long check must not end in "no such folder"
     loss, params, grad = load_target(args.target)
     options = _options(args, check)
     try:
@@ -168,7 +169,13 @@ def _check(args: argparse.Namespace) -> int:
         print(report.to_json())
     else:
         print_report(report, _console())
-    _write_outputs(report, args)
+    try:
+        _write_outputs(report, args)
+    except OSError as error:
+        raise UsageError(
+            f"the check ran ({report.status}) but its report could not be written: {error}. "
+            "Fix: pass a path you can write to"
+        ) from error
     return EXIT[report.status]
 
 
@@ -244,7 +251,14 @@ def load_target(target: str) -> tuple[Any, Any, Any]:
             + (", ".join(functions) or "(none)")
         )
     found = getattr(module, name)
-    result = found() if callable(found) else found
+    try:
+        result = found() if callable(found) else found
+    except Exception as error:
+        traceback.print_exc()
+        raise UsageError(
+            f"{target}: calling {name}() raised {type(error).__name__}: {error}. Fix: make "
+            f"{name}() run on its own (python -c 'import ...; {name}()')"
+        ) from error
     if isinstance(result, Mapping):
         return _from_namespace(result, f"{name}() returned a dict with", target)
     if isinstance(result, (tuple, list)) and len(result) == 3:
@@ -305,6 +319,19 @@ def _write_outputs(report: Any, args: argparse.Namespace) -> None:
         plot.blocks(report, path=path)
         plot.scatter(report, path=scatter)
         print(f"wrote {path} and {scatter}", file=sys.stderr)
+
+
+def _check_output_paths(args: argparse.Namespace) -> None:
+    outputs = [("--json", args.json), ("--html", args.html), ("--plot", args.plot)]
+    for flag, where in outputs:
+        if where in (None, "-"):
+            continue
+        folder = Path(where).resolve().parent
+        if not folder.is_dir():
+            raise UsageError(
+                f"{flag} {where}: the folder {str(folder)!r} does not exist. Fix: create it "
+                f"first, or write to an existing folder"
+            )
 
 
 def _check_plot_path(plot: str) -> None:
