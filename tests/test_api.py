@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -172,3 +173,19 @@ def test_each_block_keeps_a_bounded_sample_of_pairs_for_plots():
     assert len(w2) == 15  # the whole (3, 5) block: fewer elements than the cap
     ratios = [a / n for a, n in w2 if abs(n) > 1e-3]
     assert ratios and all(r == pytest.approx(2.0, rel=1e-6) for r in ratios)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        gradproof.GradproofError,
+        gradproof.InvalidArgument,
+        gradproof.GradcheckError,
+        gradproof.NondeterministicLossError,
+    ],
+)
+def test_errors_show_their_public_name_and_survive_pickling(error):
+    # pytest prints `gradproof.GradcheckError`, and errors cross process boundaries intact.
+    assert f"{error.__module__}.{error.__qualname__}" == f"gradproof.{error.__name__}"
+    if error is not gradproof.GradcheckError:  # that one carries a whole Report
+        assert str(pickle.loads(pickle.dumps(error("why")))) == "why"

@@ -56,6 +56,18 @@ CASES = [
         ["complex128", "real"],
     ),
     ("params-empty", {"params": {}, "grad": {}}, "params", ["no parameters"]),
+    (
+        "params-empty-block",
+        {"params": {"W": np.ones((2, 3)), "e": np.zeros(0)}, "grad": {**G, "e": np.zeros(0)}},
+        "params",
+        ["'e' is empty", "shape (0,)", "leave 'e' out"],
+    ),
+    (
+        "grad-inf",
+        {"grad": {"W": G["W"], "b": np.array([0.0, np.inf])}},
+        "grad",
+        ["b[1]", "inf", "finite"],
+    ),
     ("eps-zero", {"eps": 0}, "eps", ["0", "> 0", "eps=1e-7"]),
     ("eps-negative", {"eps": -1e-7}, "eps", ["-1e-07", "> 0"]),
     ("eps-nan", {"eps": float("nan")}, "eps", ["nan", "finite"]),

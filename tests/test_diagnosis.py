@@ -76,3 +76,17 @@ def test_scale_is_none_where_the_numerical_derivative_is_zero():
 def test_only_failing_blocks_get_a_diagnosis():
     report = planted(set_w(lambda w, p: 2 * w))
     assert all(b.diagnosis is None for name, b in report.blocks.items() if name != "W")
+
+
+@pytest.mark.parametrize("size", [1e-14, 1e-10, 1.0, 1e10])
+def test_a_factor_of_two_is_named_at_any_scale_of_the_loss(size):
+    # The diagnosis must not depend on the loss's units: a x2 bug in a loss of size 1e-14
+    # is as much a constant factor as in a loss of size 1.
+    theta = np.array([0.3, -1.2, 2.0, 0.7])
+    report = gradproof.check(
+        lambda p: size * float(np.sum(np.sin(p))), theta, 2 * size * np.cos(theta)
+    )
+    block = report.blocks["params"]
+    assert report.status == "fail"
+    assert block.scale == pytest.approx(2.0, rel=1e-6)
+    assert block.diagnosis.kind == "scale"

@@ -253,3 +253,19 @@ def test_bfloat16_params_and_gradient_are_checked_in_float64():
         gradproof.check(lambda p: float(np.sum(np.asarray(p, float) ** 2)), x, wrong).status
         == "fail"
     )
+
+
+def test_steps_scale_with_the_coordinate_so_huge_parameters_check_right():
+    # At theta ~ 1e12 one unit in the last place is ~1e-4: a step that ignored the
+    # coordinate's magnitude (~6e-6) would not move theta at all. Closed form: d/dθ log θ = 1/θ.
+    theta = np.array([1e12, 3e11, 2e12])
+    report = gradproof.check(lambda p: float(np.sum(np.log(p))), theta, 1 / theta)
+    assert report.passed
+    for element in report.blocks["params"].worst:
+        exact = 1 / theta[element.index]
+        assert element.numerical == pytest.approx(exact, rel=1e-6)
+    wrong = 1 / theta
+    wrong[1] *= 1 + 1e-4
+    assert gradproof.check(lambda p: float(np.sum(np.log(p))), theta, wrong).blocks[
+        "params"
+    ].wrong_elements == ((1,),)

@@ -16,7 +16,7 @@ FIT = 0.02  # relative residual below which a pattern counts as a fit
 def scale_of(g: np.ndarray, n: np.ndarray) -> float | None:
     """Least-squares s with g ~ s * n; None where n is ~0."""
     nn = float(np.dot(n.ravel(), n.ravel()))
-    if nn <= 1e-300 or np.sqrt(nn) <= 1e-12 * max(1.0, float(np.linalg.norm(g))):
+    if nn <= 1e-300 or np.sqrt(nn) <= 1e-12 * float(np.linalg.norm(g)):  # relative: any scale
         return None
     return float(np.dot(g.ravel(), n.ravel()) / nn)
 

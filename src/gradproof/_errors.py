@@ -38,6 +38,12 @@ class NondeterministicLossError(GradproofError, RuntimeError):
     """The loss returned different values for the same parameters."""
 
 
+# Shown by their public names (`gradproof.GradcheckError` in a pytest failure), not by
+# the private module they live in.
+for _public in (GradproofError, InvalidArgument, GradcheckError, NondeterministicLossError):
+    _public.__module__ = "gradproof"
+
+
 def invalid(argument: str, value: Any, rule: str, fix: str) -> InvalidArgument:
     """Build an :class:`InvalidArgument` whose message follows the house style.
 

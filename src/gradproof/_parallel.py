@@ -82,8 +82,9 @@ def dumps(value: Any, argument: str, why: str, shown: Any = None) -> bytes:
             argument,
             value if shown is None else shown,
             f"must be picklable to {why}, but pickling it raised {type(error).__name__}: {error}",
-            f"{hint}define the loss at module level without references to open files, "
-            "locks or GPU handles, or leave workers=None and executor=None",
+            f"{hint}define the loss at module level, and keep open files, locks and GPU "
+            "handles out of it and out of the objects it refers to (create them inside the "
+            "loss, or in a worker initializer), or leave workers=None and executor=None",
         ) from error
 
 

@@ -3,7 +3,8 @@
 ``progress=None`` (the default) shows it only when stderr is a terminal and the
 check has already run for about a second, so quick checks and logs stay clean;
 ``True`` always shows it (on stderr), ``False`` never. The bar is plain text
-redrawn with a carriage return, at most ten times a second, and erased at the end.
+redrawn with a carriage return, at most ten times a second; at the end its final
+state stays, on a line of its own.
 """
 
 from __future__ import annotations

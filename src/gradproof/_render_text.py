@@ -134,7 +134,7 @@ def status_text(block: BlockResult) -> str:
     if block.wrong_elements:
         extras.append(f"{len(block.wrong_elements)} wrong")
     if block.kinks:
-        extras.append(f"{len(block.kinks)} kink")
+        extras.append(f"{len(block.kinks)} kink{'s' if len(block.kinks) != 1 else ''}")
     if block.checked < block.size:
         extras.append(f"{block.checked}/{block.size} checked")
     return block.status + (f" ({', '.join(extras)})" if extras else "")

@@ -128,6 +128,14 @@ def flatten(params: Any, argument: str = "params") -> tuple[Layout, np.ndarray]:
     start = 0
     for path, leaf in leaves:
         array, is_number = _leaf_array(leaf, path, argument)
+        if array.size == 0:
+            raise invalid(
+                argument,
+                params,
+                f"block {_name(path)!r} is empty (shape {array.shape}): it has no coordinate "
+                "to check",
+                f"leave {_name(path)!r} out of {argument}, or give it at least one element",
+            )
         blocks.append(Block(_name(path), path, array.shape, array.dtype, start, is_number))
         values.append(np.asarray(array, dtype=np.float64).ravel())
         start += array.size
