@@ -6,15 +6,54 @@
 'pass'
 """
 
-from gradproof._check import assert_gradients_match, check
-from gradproof._errors import (
-    GradcheckError,
-    GradproofError,
-    InvalidArgument,
-    NondeterministicLossError,
-)
-from gradproof._report import BlockResult, Diagnosis, ElementResult, Report
-from gradproof._taylor import SweepResult, TaylorResult, sweep, taylor_test
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gradproof._check import assert_gradients_match, check
+    from gradproof._errors import (
+        GradcheckError,
+        GradproofError,
+        InvalidArgument,
+        NondeterministicLossError,
+    )
+    from gradproof._report import BlockResult, Diagnosis, ElementResult, Report
+    from gradproof._taylor import SweepResult, TaylorResult, sweep, taylor_test
+
+# Public name -> the private module that defines it. Imported on first use, so that
+# `import gradproof` (and the pytest plugin, which lives in this package) stays cheap.
+_HOME = {
+    "check": "_check",
+    "assert_gradients_match": "_check",
+    "GradproofError": "_errors",
+    "InvalidArgument": "_errors",
+    "GradcheckError": "_errors",
+    "NondeterministicLossError": "_errors",
+    "BlockResult": "_report",
+    "Diagnosis": "_report",
+    "ElementResult": "_report",
+    "Report": "_report",
+    "SweepResult": "_taylor",
+    "TaylorResult": "_taylor",
+    "sweep": "_taylor",
+    "taylor_test": "_taylor",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'gradproof' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"gradproof.{home}"), name)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __version__ = "0.1.0"
 
