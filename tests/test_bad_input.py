@@ -94,3 +94,18 @@ def test_misuse_is_explained(overrides, argument, fragments):
     assert "Fix: " in message, message
     for fragment in fragments:
         assert fragment in message, (fragment, message)
+
+
+def test_a_loss_that_is_nan_next_to_the_base_point_is_reported_where_it_happened():
+    # The first points off the base point are the noise measurement's: the message says so
+    # and does not suggest a smaller eps, which does not set those steps.
+    base = np.ones(3)
+
+    def loss(p):
+        return float(np.sum(p**2)) if np.array_equal(p, base) else float("nan")
+
+    with pytest.raises(gradproof.InvalidArgument) as info:
+        gradproof.check(loss, base, 2 * base)
+    message = str(info.value)
+    assert message.startswith("`loss`=nan") and "the noise measurement" in message
+    assert "`eps`" not in message

@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import io
 
+import numpy as np
 from rich.console import Console
 
+import gradproof
 from gradproof import BlockResult, Diagnosis, ElementResult, Report
 from gradproof._render_text import print_report, render_text
 
@@ -184,3 +186,17 @@ def test_piped_output_is_exactly_the_text_report():
     piped = io.StringIO()
     print_report(failing_report(), Console(file=piped, force_terminal=False, width=100))
     assert piped.getvalue() == EXPECTED
+
+
+def test_a_failure_below_the_seeds_band_says_why_it_still_fails():
+    # One element off by a relative 1e-6: the overall difference is ~1e-9 ("great" by the
+    # seeds' rule of thumb), but the error model finds the element; the verdict line says so.
+    theta = np.linspace(-1.0, 1.0, 100)
+    wrong = np.cos(theta)
+    wrong[17] *= 1 + 1e-6
+    report = gradproof.check(lambda p: float(np.sum(np.sin(p))), theta, wrong)
+    assert report.status == "fail" and report.difference < 1e-6
+    text = str(report)
+    assert "great" in text and "the seeds' rule of thumb would pass this difference" in text
+    right = gradproof.check(lambda p: float(np.sum(np.sin(p))), theta, np.cos(theta))
+    assert "rule of thumb would pass" not in str(right)

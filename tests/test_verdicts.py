@@ -138,6 +138,21 @@ def test_random_sampling_in_the_loss_is_named_with_its_fixes():
         assert phrase in message
 
 
+def test_a_loss_that_changes_is_caught_at_the_base_point_before_any_difference():
+    # Repeated evaluations at the unperturbed parameters come first: the error must come
+    # before the loss has ever been called away from the base point.
+    calls = []
+    base = np.ones(3)
+
+    def loss(p):
+        calls.append(bool(np.array_equal(p, base)))
+        return float(np.sum(p**2)) + 1e-6 * len(calls)  # drifts by 1e-6 per call
+
+    with pytest.raises(gradproof.NondeterministicLossError):
+        gradproof.check(loss, base, 2 * base)
+    assert 2 <= len(calls) <= 3 and all(calls)  # only base-point calls happened
+
+
 def test_dropout_with_a_stated_noise_is_never_a_wrong_block():
     loss, params, grads = fraud.problem(bugs=False, keep_prob=0.9)
     report = gradproof.check(loss, params, grads, noise=5.0)
@@ -269,3 +284,9 @@ def test_steps_scale_with_the_coordinate_so_huge_parameters_check_right():
     assert gradproof.check(lambda p: float(np.sum(np.log(p))), theta, wrong).blocks[
         "params"
     ].wrong_elements == ((1,),)
+
+
+def test_a_numpy_float32_scalar_param_is_reported_as_checked_in_float64():
+    report = gradproof.check(lambda p: float(p) ** 2, np.float32(3.0), 6.0)
+    assert report.passed
+    assert "params of dtype float32 were checked in float64" in report.precision

@@ -78,8 +78,13 @@ class Evaluator:
                 work[index] = original
         return out
 
-    def directions(self, vectors: np.ndarray, steps: np.ndarray) -> np.ndarray:
-        """J(theta + steps[k] * vectors[d]) for every direction d and step k; shape (d, k)."""
+    def directions(
+        self, vectors: np.ndarray, steps: np.ndarray, where: str = "a probe direction"
+    ) -> np.ndarray:
+        """J(theta + steps[k] * vectors[d]) for every direction d and step k; shape (d, k).
+
+        ``where`` names these points in an error about the loss's value there.
+        """
         d, k = vectors.shape[0], steps.shape[0]
         out = np.empty((d, k))
         if self.batched:
@@ -100,7 +105,7 @@ class Evaluator:
             for col in range(k):
                 np.multiply(vectors[row], steps[col], out=point)
                 point += self.theta
-                out[row, col] = self._call(point, where="a probe direction")
+                out[row, col] = self._call(point, where=where)
         return out
 
     def along(self, span: slice, direction: np.ndarray, steps: np.ndarray) -> np.ndarray:
@@ -211,7 +216,12 @@ class Evaluator:
                 scalar,
                 f"returned a non-finite value at {_describe(self.layout, where)}",
                 "keep the loss finite near these parameters (clip log arguments, "
-                "avoid division by zero) or choose a smaller step `eps`",
+                "avoid division by zero)"
+                + (
+                    ""
+                    if isinstance(where, str) and "noise" in where
+                    else " or choose a smaller step `eps`"
+                ),
             )
         return scalar
 

@@ -40,7 +40,10 @@ def measure_noise(evaluator: Evaluator, j0: float, machine_eps: float, seed: int
     steps = spacing * np.arange(1, POINTS + 1)
     magnitude = np.maximum(np.abs(theta), 1.0)
     directions = np.stack([rng.choice([-1.0, 1.0], size=theta.size) * magnitude for _ in range(2)])
-    table = evaluator.directions(directions, steps)  # one call: a batched loss sees one batch
+    # One call: a batched loss sees one batch.
+    table = evaluator.directions(
+        directions, steps, where="the noise measurement (tiny steps along random directions)"
+    )
     return min(_noise_from_table(np.concatenate([[j0], values])) for values in table)
 
 

@@ -189,6 +189,8 @@ def _leaf_array(leaf: Any, path: Path, argument: str) -> tuple[np.ndarray, bool]
     where = f"{argument}" if not path else f"{argument} block '{_name(path)}'"
     if isinstance(leaf, (bool, np.bool_)):
         raise invalid(where, leaf, "is a bool, not a number to differentiate", "pass a float")
+    if isinstance(leaf, np.generic) and leaf.dtype.kind in "iuf":
+        return np.asarray(leaf), False  # a numpy scalar keeps its dtype (float32: reported)
     if isinstance(leaf, numbers.Real):
         return np.asarray(float(leaf)), not isinstance(leaf, np.generic)
     if isinstance(leaf, np.ndarray) or hasattr(leaf, "__array__"):
