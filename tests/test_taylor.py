@@ -76,3 +76,34 @@ def test_sweep_takes_the_steps_it_is_given():
     assert result.eps == (1e-2, 1e-4)
     # central difference of x^3: error h^2 exactly, so the difference shrinks by 1e4
     assert result.differences[0] / result.differences[1] == pytest.approx(1e4, rel=1e-3)
+
+
+def _sin(x):
+    return float(np.sum(np.sin(x)))
+
+
+@pytest.mark.parametrize(
+    ("call", "argument", "fragment"),
+    [
+        (
+            lambda: gradproof.taylor_test(_sin, np.ones(2), np.cos, largest_step=-1),
+            "largest_step",
+            "> 0",
+        ),
+        (
+            lambda: gradproof.taylor_test(_sin, np.ones(2), np.cos, largest_step=0.0),
+            "largest_step",
+            "> 0",
+        ),
+        (lambda: gradproof.taylor_test(_sin, np.ones(2), np.cos, seed="a"), "seed", "whole number"),
+        (lambda: gradproof.sweep(_sin, np.ones(2), np.cos, eps=[]), "eps", "at least one step"),
+        (lambda: gradproof.sweep(_sin, np.ones(2), np.cos, eps=[1e-3, -1e-5]), "eps", "> 0"),
+        (lambda: gradproof.sweep(_sin, np.ones(2), np.cos, eps="small"), "eps", "at least one"),
+    ],
+    ids=["step-negative", "step-zero", "seed-text", "eps-empty", "eps-negative", "eps-text"],
+)
+def test_misuse_names_the_argument_and_the_fix(call, argument, fragment):
+    with pytest.raises(gradproof.InvalidArgument) as info:
+        call()
+    message = str(info.value)
+    assert message.startswith(f"`{argument}`=") and fragment in message and "Fix: " in message

@@ -27,7 +27,7 @@ from gradproof._judge import (
 )
 from gradproof._modes import Context, round_robin, run_coordinates, stratified_order
 from gradproof._noise import measure_noise
-from gradproof._options import check_callable, check_positive, check_scheme
+from gradproof._options import check_callable, check_positive, check_scheme, check_seed
 from gradproof._parallel import Pool, check_workers
 from gradproof._probe import SAMPLED, block_result, detectable, miss_bound, probe_blocks
 from gradproof._progress import Progress, check_progress
@@ -378,8 +378,7 @@ def _check_mode(mode: Any, samples: Any, seed: Any, scheme: Any) -> None:
                 "has no meaning with mode='full', which checks every coordinate",
                 "pass mode='sample' or mode='probe' with it, or drop `samples`",
             )
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise invalid("seed", seed, "must be a whole number >= 0", "pass seed=0 (for example)")
+    check_seed(seed)
     if mode == "probe" and scheme == "complex":
         raise invalid(
             "scheme",

@@ -24,6 +24,12 @@ def check_positive(argument: str, value: Any, fix: str, allow_none: bool = True)
         raise invalid(argument, value, "must be a finite number > 0", fix)
 
 
+def check_seed(seed: Any) -> None:
+    """``seed`` must be a whole number >= 0."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise invalid("seed", seed, "must be a whole number >= 0", "pass seed=0 (for example)")
+
+
 def check_scheme(scheme: Any) -> None:
     names = ["auto", *SCHEMES]
     if scheme not in names:

@@ -8,10 +8,11 @@ from typing import Any
 
 import numpy as np
 
+from gradproof._errors import invalid
 from gradproof._evaluate import Evaluator
 from gradproof._gradients import resolve_gradient
 from gradproof._noise import measure_noise
-from gradproof._options import check_callable
+from gradproof._options import check_callable, check_positive, check_seed
 from gradproof._report import Status
 from gradproof._tree import flatten
 
@@ -76,6 +77,10 @@ def taylor_test(
     'fail'
     """
     check_callable("loss", loss, "pass a function loss(params) -> scalar")
+    check_positive(
+        "largest_step", largest_step, "pass the largest step h of the ladder, e.g. 0.1, or None"
+    )
+    check_seed(seed)
     layout, theta = flatten(params)
     g, _ = resolve_gradient(grad, params, layout)
     evaluator = Evaluator(loss, layout, theta)
@@ -163,7 +168,7 @@ def sweep(
     """
     from gradproof._check import check
 
-    grid = np.logspace(-1, -13, 13) if eps is None else np.asarray(eps, dtype=float)
+    grid = np.logspace(-1, -13, 13) if eps is None else _eps_grid(eps)
     differences = [
         check(loss, params, grad, eps=float(e), scheme="central").difference for e in grid
     ]
@@ -171,3 +176,19 @@ def sweep(
     return SweepResult(
         tuple(grid.tolist()), tuple(differences), float(grid[best]), float(differences[best])
     )
+
+
+def _eps_grid(eps: Any) -> np.ndarray:
+    """The user's steps as a float array: at least one, each finite and > 0."""
+    try:
+        grid = np.asarray(eps, dtype=float).ravel()
+    except (TypeError, ValueError):
+        grid = np.zeros(0)
+    if grid.size == 0 or not np.all(np.isfinite(grid)) or not np.all(grid > 0):
+        raise invalid(
+            "eps",
+            eps,
+            "must be a sequence of at least one step, each finite and > 0",
+            "pass steps such as eps=np.logspace(-1, -13, 13), or leave eps=None",
+        )
+    return grid
