@@ -8,6 +8,8 @@ a missing term).
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
 REASON = "PyTorch is not installed: pip install 'gradproof[torch]'"
@@ -99,6 +101,48 @@ class CubeTiny(torch.autograd.Function):
         return g * 3 * x**2 * (1 + 1e-6)
 
 
+class CubeSlight(torch.autograd.Function):
+    """x**3 with a backward off by a relative 1e-8: torch fails it only at atol=rtol=0."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x**3
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * 3 * x**2 * (1 + 1e-8)
+
+
+class Variadic(torch.autograd.Function):
+    """x * y, with forward(ctx, *args): its inputs have no names."""
+
+    @staticmethod
+    def forward(ctx, *args):
+        ctx.save_for_backward(*args)
+        return args[0] * args[1]
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y = ctx.saved_tensors
+        return g * y, g * x
+
+
+class TinyAndDoubled(torch.autograd.Function):
+    """x**3 + y**2 with x's gradient off by a relative 1e-6 and y's doubled."""
+
+    @staticmethod
+    def forward(ctx, x, y):
+        ctx.save_for_backward(x, y)
+        return x**3 + y**2
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y = ctx.saved_tensors
+        return g * 3 * x**2 * (1 + 1e-6), g * 4 * y
+
+
 def mul_twice(x, y):
     return MulTwiceX.apply(x, y)
 
@@ -155,12 +199,30 @@ def test_transposed_matmul_gradient_is_named_as_a_transpose():
     assert report.blocks["a"].diagnosis.kind == "transposed"
 
 
-def test_function_apply_inputs_are_named_by_position():
+def test_function_apply_inputs_are_named_after_forward():
     a, b = _inputs((3, 3), (3, 3))
     with pytest.raises(gt.GradcheckError) as caught:
-        gt.gradcheck(MatMulTransposed.apply, (a, b))
-    assert caught.value.report.suspects == ("input0",)
+        gt.gradcheck(MatMulTransposed.apply, (a, b))  # forward(ctx, a, b): ctx skipped
+    assert caught.value.report.suspects == ("a",)
     assert "MatMulTransposed.apply" in str(caught.value)
+    x, y = _inputs((3,), (3,))
+    with pytest.raises(gt.GradcheckError) as caught:
+        gt.gradcheck(MulTwiceX.apply, (x, y))
+    assert list(caught.value.report.blocks) == ["x", "y"]
+
+
+def test_setup_context_functions_have_no_ctx_to_skip():
+    x, y = _inputs((3,), (3,))
+    with pytest.raises(gt.GradcheckError) as caught:  # tol=1e-30 fails it, to see the report
+        gt.gradcheck(TwoOutputs.apply, (x, y), tol=1e-30)  # forward(x, y), with setup_context
+    assert list(caught.value.report.blocks) == ["x", "y"]
+
+
+def test_unnamed_inputs_fall_back_to_their_position():
+    x, y = _inputs((3,), (3,))
+    with pytest.raises(gt.GradcheckError) as caught:  # tol=1e-30 fails it, to see the report
+        gt.gradcheck(Variadic.apply, (x, y), tol=1e-30)
+    assert list(caught.value.report.blocks) == ["input0", "input1"]
 
 
 def test_missing_term_is_caught_at_every_element():
@@ -230,9 +292,99 @@ def test_atol_and_rtol_forgive_what_torch_would_forgive():
     (x,) = _inputs((3,))
     with pytest.raises(gt.GradcheckError) as caught:
         gt.gradcheck(CubeTiny.apply, (x,))
-    assert caught.value.report.blocks["input0"].scale == pytest.approx(1 + 1e-6, rel=1e-8)
+    assert caught.value.report.blocks["x"].scale == pytest.approx(1 + 1e-6, rel=1e-8)
     assert gt.gradcheck(CubeTiny.apply, (x,), atol=1e-5, rtol=1e-3) is True
     assert torch.autograd.gradcheck(CubeTiny.apply, (x,))  # torch does not see it either
+
+
+def test_explicit_atol_and_rtol_also_fail_what_torch_fails():
+    (x,) = _inputs((3,))
+    assert not torch.autograd.gradcheck(
+        CubeSlight.apply, (x,), atol=0, rtol=0, raise_exception=False
+    )
+    assert gt.gradcheck(CubeSlight.apply, (x,), atol=0, rtol=0, raise_exception=False) is False
+    with pytest.raises(gt.GradcheckError) as caught:
+        gt.gradcheck(CubeSlight.apply, (x,), atol=0.0, rtol=0.0)
+    report, message = caught.value.report, str(caught.value)
+    assert report.status == "fail" and report.suspects == ("x",)
+    assert len(report.blocks["x"].wrong_elements) == 3
+    assert "torch's rule" in message and "(atol=0, rtol=0;" in message
+    assert "x[0] (Jacobian of output 0[0])" in message  # an element of the Jacobian, named
+    # left at None, a 1e-8 error is below what the numerical derivative can resolve here
+    assert gt.gradcheck(CubeSlight.apply, (x,)) is True
+
+
+def test_the_rule_is_checked_on_each_jacobian_element():
+    a, b = _inputs((3, 3), (3, 3))
+    with pytest.raises(gt.GradcheckError) as caught:
+        gt.gradcheck(MatMulTransposed.apply, (a, b), atol=1e-5, rtol=1e-3)
+    block = caught.value.report.blocks["a"]
+    # a transposed gradient is right on the diagonal only
+    assert sorted(block.wrong_elements) == [(i, j) for i in range(3) for j in range(3) if i != j]
+    assert all(e.note.startswith("Jacobian of output 0[") for e in block.worst)
+    assert "2 of 2 checks failed" in str(caught.value)  # the projection fails too
+    assert caught.value.report.blocks["b"].passed
+
+
+def test_giving_one_bound_leaves_the_other_at_torchs_default():
+    (x,) = _inputs((3,))
+    # torch's gradcheck(atol=0) keeps rtol=1e-3, which forgives CubeTiny's 1e-6
+    assert torch.autograd.gradcheck(CubeTiny.apply, (x,), atol=0.0)
+    assert gt.gradcheck(CubeTiny.apply, (x,), atol=0.0) is True
+    assert gt.gradcheck(CubeSlight.apply, (x,), rtol=0.0, raise_exception=False) is True
+    assert not gt.gradcheck(CubeSlight.apply, (x,), atol=0.0, rtol=1e-12, raise_exception=False)
+
+
+def test_the_rules_report_blames_only_what_breaks_the_rule():
+    x, y = _inputs((3,), (3,))
+    with pytest.raises(gt.GradcheckError) as caught:
+        gt.gradcheck(TinyAndDoubled.apply, (x, y))
+    assert caught.value.report.suspects == ("y", "x")  # the error model fails both
+    with pytest.raises(gt.GradcheckError) as caught:
+        gt.gradcheck(TinyAndDoubled.apply, (x, y), atol=1e-5, rtol=1e-3)
+    report = caught.value.report
+    assert report.suspects == ("y",) and report.blocks["x"].passed  # x is inside the bound
+    assert report.blocks["y"].diagnosis.kind == "scale"  # the error model still explains y
+
+
+def test_the_users_tol_stands_beside_the_rule():
+    (x,) = _inputs((3,))
+    assert gt.gradcheck(CubeTiny.apply, (x,), atol=1e-5, rtol=1e-3) is True
+    with pytest.raises(gt.GradcheckError, match=r"tol 1\.0e-12"):
+        gt.gradcheck(CubeTiny.apply, (x,), atol=1e-5, rtol=1e-3, tol=1e-12)
+
+
+CASES = {  # name: (function, input shapes)
+    "right": (two_outputs, [(3, 3), (3, 3)]),
+    "doubled": (mul_twice, [(3, 3), (3, 3)]),
+    "transposed": (matmul_transposed, [(3, 3), (3, 3)]),
+    "off_1e-6": (CubeTiny.apply, [(3,)]),
+    "off_1e-8": (CubeSlight.apply, [(3,)]),
+}
+
+
+@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize(("atol", "rtol"), [(1e-5, 1e-3), (0.0, 0.0), (1e-12, 1e-9)])
+def test_torchs_values_give_torchs_verdict(case, atol, rtol, batched):
+    fn, shapes = CASES[case]
+    inputs = _inputs(*shapes)
+    bounds = {"eps": 1e-6, "atol": atol, "rtol": rtol}
+    expected = torch.autograd.gradcheck(fn, inputs, raise_exception=False, **bounds)
+    got = gt.gradcheck(fn, inputs, raise_exception=False, batched=batched, **bounds)
+    assert got is expected
+
+
+def test_the_rule_judges_what_the_error_model_cannot():
+    def flat(x):  # a slope of 1e-6 under a value of 1e4: mostly roundoff
+        return 1e4 + 1e-6 * x
+
+    (x,) = _inputs((3,))
+    with pytest.raises(gt.GradcheckError) as caught:
+        gt.gradcheck(flat, (x,))
+    assert caught.value.report.status == "inconclusive"
+    assert torch.autograd.gradcheck(flat, (x,))
+    assert gt.gradcheck(flat, (x,), eps=1e-6, atol=1e-5, rtol=1e-3) is True
 
 
 def test_random_functions_are_checked_with_one_fixed_draw_and_state_is_kept():
@@ -305,3 +457,65 @@ def test_fast_mode_probes_and_still_fails_the_wrong_backward():
 def test_torchs_other_options_at_their_defaults_are_accepted():
     x, y = _inputs((2,), (2,))
     assert gt.gradcheck(two_outputs, (x, y), nondet_tol=0.0, check_undefined_grad=True) is True
+
+
+def test_func_is_named_as_in_torch():
+    ours = list(inspect.signature(gt.gradcheck).parameters)
+    theirs = list(inspect.signature(torch.autograd.gradcheck).parameters)
+    assert ours[:2] == theirs[:2] == ["func", "inputs"]
+    core = {"eps", "atol", "rtol", "raise_exception", "fast_mode"}
+    assert core <= set(ours) and core <= set(theirs)
+    x, y = _inputs((3,), (3,))
+    assert gt.gradcheck(func=two_outputs, inputs=(x, y)) is True
+    with pytest.raises(gradproof.InvalidArgument, match=r"^`func`"):
+        gt.gradcheck(func="two_outputs", inputs=(x, y))
+
+
+def _calls(fn, **options):
+    """How many times gradcheck calls ``fn`` (wrapped) on a passing check."""
+    calls = []
+
+    def counted(*args):
+        calls.append(1)
+        return fn(*args)
+
+    assert gt.gradcheck(counted, _inputs((3,), (3,)), **options)
+    return len(calls)
+
+
+@pytest.mark.parametrize("options", [{}, {"batched": False}, {"atol": 1e-5, "rtol": 1e-3}])
+@pytest.mark.parametrize("where", [0.0, 0.5, 1.0])  # the first call, halfway, the last
+def test_state_is_restored_when_func_raises_halfway(options, where):
+    total = _calls(two_outputs, **options)
+    fail_at = max(1, round(where * total))
+    calls = []
+
+    def breaks(x, y):
+        calls.append(1)
+        if len(calls) >= fail_at:
+            raise RuntimeError("func broke")
+        return two_outputs(x, y)
+
+    x, y = _inputs((3,), (3,))
+    z = torch.ones(3, dtype=torch.float64)  # not checked
+    x.grad = torch.full_like(x, 7.0)
+    grad, values = x.grad, (x.detach().clone(), y.detach().clone())
+    torch.manual_seed(123)
+    rng = torch.get_rng_state()
+    with pytest.raises(RuntimeError, match="func broke"):
+        gt.gradcheck(lambda x, y, z: breaks(x, y * z), (x, y, z), **options)
+    assert len(calls) >= fail_at  # it broke where meant to (vmap may retry it once)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert torch.equal(x.detach(), values[0]) and torch.equal(y.detach(), values[1])
+    assert x.requires_grad and y.requires_grad and not z.requires_grad
+    assert x.grad is grad and torch.equal(grad, torch.full_like(x, 7.0)) and y.grad is None
+
+
+@pytest.mark.parametrize("fn", [two_outputs, mul_twice])
+def test_an_existing_grad_is_left_alone(fn):
+    x, y = _inputs((3,), (3,))
+    x.grad = torch.full_like(x, 7.0)
+    grad = x.grad
+    gt.gradcheck(fn, (x, y), raise_exception=False)
+    gt.gradcheck(fn, (x, y), raise_exception=False, atol=1e-5, rtol=1e-3)
+    assert x.grad is grad and torch.equal(grad, torch.full_like(x, 7.0)) and y.grad is None
