@@ -63,6 +63,12 @@ CASES = [
         ["'e' is empty", "shape (0,)", "leave 'e' out"],
     ),
     (
+        "grad-seeds-key-missing",
+        {"grad": {"dW": G["W"], "dZ1": np.ones(2)}},
+        "grad",
+        ["seeds' convention", "no ['db']", "'db'"],
+    ),
+    (
         "grad-inf",
         {"grad": {"W": G["W"], "b": np.array([0.0, np.inf])}},
         "grad",

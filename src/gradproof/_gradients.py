@@ -78,6 +78,15 @@ def _from_seed_convention(grad: Any, params: Any) -> Any:
     renamed = {f"d{k}": k for k in params if isinstance(k, str)}
     if renamed and set(renamed).issubset(grad):
         return {renamed_key: grad[f"d{renamed_key}"] for renamed_key in params}
+    present = [key for key in renamed if key in grad]
+    if present and not any(k in grad for k in params):  # the seeds' convention, a key short
+        missing = [key for key in renamed if key not in grad]
+        raise invalid(
+            "grad",
+            f"a dict with keys {sorted(map(str, grad))}",
+            f"follows the seeds' convention ('d' + parameter name) but has no {missing}",
+            f"return {', '.join(repr(k) for k in missing)} from backprop as well",
+        )
     return grad
 
 
