@@ -31,6 +31,10 @@ from gradproof._tree import Layout
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 PIECES_PER_WORKER = 4
+# Local pieces hold at most this many coordinates, so that a long check returns work
+# (and moves the progress bar) every second or so, not once per quarter of the run.
+# Shipping a piece costs well under a millisecond.
+COORDINATES_PER_PIECE = 500
 _STATE: dict[str, Any] = {}  # in a worker process: the evaluator built by _initialise
 
 
@@ -134,7 +138,8 @@ class Pool:
         """
         n, k = offsets.shape
         split = getattr(self.executor, "gradproof_pieces", None)  # issue 7: Dask sizes its tasks
-        count = split(n, k) if split is not None else min(n, self.parallelism * PIECES_PER_WORKER)
+        local = max(self.parallelism * PIECES_PER_WORKER, -(-n // COORDINATES_PER_PIECE))
+        count = split(n, k) if split is not None else min(n, local)
         pieces = np.array_split(np.arange(n), count)
         futures: dict[Future[np.ndarray], np.ndarray] = {}
         for rows in pieces:
