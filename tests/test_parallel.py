@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
@@ -21,6 +22,13 @@ class TanhLoss:
 
     def __call__(self, p):
         return float(np.sum(np.tanh(p["W"] @ self.x + p["b"]) ** 2))
+
+
+class SumOfSines:
+    """sum(sin(theta)), picklable by reference."""
+
+    def __call__(self, p):
+        return float(np.sum(np.sin(p)))
 
 
 class FailsAwayFromTheBasePoint:
@@ -120,3 +128,13 @@ def test_an_error_in_a_worker_reaches_the_caller():
         gradproof.check(fails_away_from_the_base_point, params, grad, workers=2, eps=1e-6)
     for k in params:
         np.testing.assert_array_equal(params[k], before[k])
+
+
+def test_a_long_check_comes_back_in_small_pieces_that_move_the_bar(capsys):
+    # 5,000 coordinates on 2 workers: pieces of at most 500, not 2 x 4 = 8 big ones.
+    theta = np.linspace(-1.0, 1.0, 5_000)
+    report = gradproof.check(SumOfSines(), theta, np.cos(theta), workers=2, progress=True)
+    assert report.passed
+    last = capsys.readouterr().err.strip().split("\r")[-1]
+    done, total = (int(x) for x in re.search(r"(\d+)/(\d+) chunks", last).groups())
+    assert done == total >= 10  # the central pass alone: ceil(5000 / 500)
