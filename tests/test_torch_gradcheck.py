@@ -87,32 +87,25 @@ class TwoOutputs(torch.autograd.Function):
         return gx, gy
 
 
-class CubeTiny(torch.autograd.Function):
-    """x**3 with a backward off by a relative 1e-6: inside torch's atol/rtol, not gradproof's."""
+def cube_off_by(relative: float) -> type[torch.autograd.Function]:
+    """x**3 with a backward off by ``relative``."""
 
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x**3
+    class Cube(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x**3
 
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g * 3 * x**2 * (1 + 1e-6)
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * 3 * x**2 * (1 + relative)
+
+    return Cube
 
 
-class CubeSlight(torch.autograd.Function):
-    """x**3 with a backward off by a relative 1e-8: torch fails it only at atol=rtol=0."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x**3
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g * 3 * x**2 * (1 + 1e-8)
+CubeTiny = cube_off_by(1e-6)  # inside torch's default atol/rtol, not gradproof's error model
+CubeSlight = cube_off_by(1e-8)  # torch fails it only at atol=rtol=0
 
 
 class Variadic(torch.autograd.Function):

@@ -24,6 +24,7 @@ from gradproof._judge import (
     overall_status,
     relative_difference,
     suspects,
+    unchecked,
 )
 from gradproof._modes import Context, round_robin, run_coordinates, stratified_order
 from gradproof._noise import measure_noise
@@ -217,7 +218,9 @@ def _coordinate_mode(
     for block, sl, positions in blocks_of(ctx.layout, indices):
         missed_one = max(missed_one, 1 - positions.size / block.size)
         if positions.size == 0:
-            blocks.append(_unchecked(block))
+            blocks.append(
+                unchecked(block, "not checked: the budget ran out before this block was reached")
+            )
             continue
         part = _slice_judged(judged, sl)
         blocks.append(judge_block(block, positions, g[sl], theta[sl], part, signal, None))
@@ -262,20 +265,6 @@ def _partial_coverage(
     return (
         f"{done} of {total} coordinates: {what}{stopped}; not covered: {total - done} "
         f"coordinates ({per}{more})"
-    )
-
-
-def _unchecked(block: Any) -> BlockResult:
-    return BlockResult(
-        name=block.name,
-        shape=block.shape,
-        status="inconclusive",
-        difference=0.0,
-        scale=None,
-        max_abs_error=0.0,
-        worst_index=(),
-        checked=0,
-        reason="not checked: the budget ran out before this block was reached",
     )
 
 

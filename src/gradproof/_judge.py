@@ -264,6 +264,21 @@ def apply_tol(blocks: list[BlockResult], difference: float, tol: float | None) -
     ]
 
 
+def unchecked(block: Block, reason: str) -> BlockResult:
+    """An inconclusive result for a block no evaluation reached; ``reason`` says why."""
+    return BlockResult(
+        name=block.name,
+        shape=block.shape,
+        status="inconclusive",
+        difference=0.0,
+        scale=None,
+        max_abs_error=0.0,
+        worst_index=(),
+        checked=0,
+        reason=reason,
+    )
+
+
 def overall_status(blocks: list[BlockResult], difference: float, tol: float | None) -> Status:
     """Fail if any block fails (or the overall difference exceeds ``tol``)."""
     if any(b.status == "fail" for b in blocks) or (tol is not None and difference > tol):

@@ -32,7 +32,13 @@ from typing import Any
 import numpy as np
 
 from gradproof._diagnose import scale_of
-from gradproof._judge import blocks_of, judge_block, judge_elements, relative_difference
+from gradproof._judge import (
+    blocks_of,
+    judge_block,
+    judge_elements,
+    relative_difference,
+    unchecked,
+)
 from gradproof._modes import Context, judge_coordinates
 from gradproof._report import BlockResult, Diagnosis, ElementResult, Index
 from gradproof._schemes import SCHEMES, default_step
@@ -253,17 +259,7 @@ def block_result(ctx: Context, entry: BlockProbes, signal: float) -> BlockResult
     if entry.wide and _affordable_sample(ctx, block) > 0:
         return _sampled_block(ctx, entry, signal)
     if not entry.probes:
-        return BlockResult(
-            name=block.name,
-            shape=block.shape,
-            status="inconclusive",
-            difference=0.0,
-            scale=None,
-            max_abs_error=0.0,
-            worst_index=(),
-            checked=0,
-            reason="not checked: the budget ran out before this block's first probe",
-        )
+        return unchecked(block, "not checked: the budget ran out before this block's first probe")
     a = np.array([p.analytic for p in entry.probes])
     n = np.array([p.numerical for p in entry.probes])
     t = np.array([p.tolerance for p in entry.probes])
