@@ -6,6 +6,8 @@ Each test compares the analytic block ``g`` with the numerical one ``n``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from gradproof._report import Diagnosis, Index
@@ -108,11 +110,9 @@ def _regularization(name: str, g: np.ndarray, n: np.ndarray, theta: np.ndarray) 
 
 def _elements_or_general(name: str, g: np.ndarray, n: np.ndarray, wrong: list[Index]) -> Diagnosis:
     if wrong and len(wrong) < g.size and len(wrong) <= max(3, g.size // 10):
-        shown = ", ".join(_fmt(i) for i in wrong[:8])
-        more = f" and {len(wrong) - 8} more" if len(wrong) > 8 else ""
         return Diagnosis(
             "elements",
-            f"{name}: {len(wrong)} element(s) wrong ({shown}{more}), the rest match — "
+            f"{name}: {len(wrong)} element(s) wrong ({listed(wrong)}), the rest match — "
             "look for an indexing or slicing bug, or a special case at these positions",
         )
     return Diagnosis(
@@ -123,5 +123,7 @@ def _elements_or_general(name: str, g: np.ndarray, n: np.ndarray, wrong: list[In
     )
 
 
-def _fmt(index: Index) -> str:
-    return "[" + ", ".join(str(i) for i in index) + "]"
+def listed(wrong: Sequence[Index], shown: int = 8) -> str:
+    """Up to ``shown`` element indices, then how many more: ``"[1, 2], [6, 0] and 3 more"``."""
+    text = ", ".join("[" + ", ".join(str(i) for i in index) + "]" for index in wrong[:shown])
+    return text + (f" and {len(wrong) - shown} more" if len(wrong) > shown else "")

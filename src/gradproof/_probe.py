@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from gradproof._diagnose import scale_of
+from gradproof._diagnose import listed, scale_of
 from gradproof._judge import (
     blocks_of,
     judge_block,
@@ -312,11 +312,9 @@ def _fail_reason(entry: BlockProbes, wrong: tuple[Index, ...]) -> str:
 
 def _diagnosis(name: str, wrong: tuple[Index, ...], entry: BlockProbes) -> Diagnosis:
     if wrong:
-        shown = ", ".join("[" + ", ".join(str(i) for i in w) + "]" for w in wrong[:8])
-        more = f" and {len(wrong) - 8} more" if len(wrong) > 8 else ""
         return Diagnosis(
             "elements",
-            f"{name}: {len(wrong)} element(s) wrong ({shown}{more}), the rest match their "
+            f"{name}: {len(wrong)} element(s) wrong ({listed(wrong)}), the rest match their "
             "probes — look for an indexing or slicing bug, or a special case at these positions",
         )
     return Diagnosis(
