@@ -79,11 +79,17 @@ class Evaluator:
         return out
 
     def directions(
-        self, vectors: np.ndarray, steps: np.ndarray, where: str = "a probe direction"
+        self,
+        vectors: np.ndarray,
+        steps: np.ndarray,
+        where: str = "a probe direction",
+        eps_sets_steps: bool = True,
     ) -> np.ndarray:
         """J(theta + steps[k] * vectors[d]) for every direction d and step k; shape (d, k).
 
-        ``where`` names these points in an error about the loss's value there.
+        ``where`` names these points in an error about the loss's value there;
+        ``eps_sets_steps=False`` keeps that error from suggesting a smaller ``eps``
+        (the noise measurement's steps do not depend on it).
         """
         d, k = vectors.shape[0], steps.shape[0]
         out = np.empty((d, k))
@@ -105,7 +111,7 @@ class Evaluator:
             for col in range(k):
                 np.multiply(vectors[row], steps[col], out=point)
                 point += self.theta
-                out[row, col] = self._call(point, where=where)
+                out[row, col] = self._call(point, where, eps_sets_steps)
         return out
 
     def along(self, span: slice, direction: np.ndarray, steps: np.ndarray) -> np.ndarray:
@@ -159,15 +165,15 @@ class Evaluator:
                 points[rows, cols] = self.theta[cols]
         return results.reshape(n, k)
 
-    def _call(self, flat: np.ndarray, where: Any) -> Any:
+    def _call(self, flat: np.ndarray, where: Any, eps_sets_steps: bool = True) -> Any:
         if self.batched:  # a batched loss takes every point with a leading axis
-            return self._scalar(self._call_batch(flat[None, :])[0], where)
+            return self._scalar(self._call_batch(flat[None, :])[0], where, eps_sets_steps)
         structure = self.layout.build(flat)
         started = time.perf_counter()
         value = self.loss(structure)
         self.seconds += time.perf_counter() - started
         self._advance(1)
-        return self._scalar(value, where)
+        return self._scalar(value, where, eps_sets_steps)
 
     def _advance(self, evaluations: int, chunk: bool = False) -> None:
         self.evaluations += evaluations
@@ -198,7 +204,7 @@ class Evaluator:
             self._scalar(values[bad], "a batched evaluation")
         return values
 
-    def _scalar(self, value: Any, where: Any) -> Any:
+    def _scalar(self, value: Any, where: Any, eps_sets_steps: bool = True) -> Any:
         array = np.asarray(_to_numpy(value))
         if array.size != 1 or array.dtype.kind not in "iufc":
             raise invalid(
@@ -217,11 +223,7 @@ class Evaluator:
                 f"returned a non-finite value at {_describe(self.layout, where)}",
                 "keep the loss finite near these parameters (clip log arguments, "
                 "avoid division by zero)"
-                + (
-                    ""
-                    if isinstance(where, str) and "noise" in where
-                    else " or choose a smaller step `eps`"
-                ),
+                + (" or choose a smaller step `eps`" if eps_sets_steps else ""),
             )
         return scalar
 

@@ -42,7 +42,10 @@ def measure_noise(evaluator: Evaluator, j0: float, machine_eps: float, seed: int
     directions = np.stack([rng.choice([-1.0, 1.0], size=theta.size) * magnitude for _ in range(2)])
     # One call: a batched loss sees one batch.
     table = evaluator.directions(
-        directions, steps, where="the noise measurement (tiny steps along random directions)"
+        directions,
+        steps,
+        where="the noise measurement (tiny steps along random directions)",
+        eps_sets_steps=False,
     )
     return min(_noise_from_table(np.concatenate([[j0], values])) for values in table)
 

@@ -100,10 +100,10 @@ class Layout:
     @cached_property
     def _flat_dict(self) -> list[Any] | None:
         """The keys, where the structure is one plain dict of leaves; else None."""
-        kind, cls, keys, children = (*self.treedef, None, None, None)[:4]
-        if kind == "dict" and cls is dict and all(c == ("leaf",) for c in children):
-            return list(keys)
-        return None
+        if self.treedef[0] != "dict":
+            return None
+        _, cls, keys, children = self.treedef
+        return list(keys) if cls is dict and all(c == ("leaf",) for c in children) else None
 
 
 def _name(path: Path) -> str:
