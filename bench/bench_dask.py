@@ -47,8 +47,8 @@ import distributed  # noqa: E402
 import numpy as np  # noqa: E402
 
 import gradproof  # noqa: E402
-from gradproof._parallel import dumps  # noqa: E402
-from gradproof._tree import flatten  # noqa: E402
+from gradproof._engine.parallel import dumps  # noqa: E402
+from gradproof._engine.tree import flatten  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models import workload  # noqa: E402

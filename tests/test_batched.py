@@ -7,8 +7,8 @@ import pytest
 
 import gradproof
 from conftest import SEED_RTOL
-from gradproof._evaluate import Evaluator
-from gradproof._tree import flatten
+from gradproof._engine.evaluate import Evaluator
+from gradproof._engine.tree import flatten
 from gradproof.examples import fraud
 
 WITH_BUGS = 0.2850931567761623

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import gradproof._check
+import gradproof._engine.check
 from gradproof._cli import CHECK_EXAMPLES, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +88,7 @@ def test_mode_full_and_eps_are_passed(right, capsys):
 @pytest.fixture
 def spy(monkeypatch):
     """Replace gradproof.check by a recorder that keeps check's signature."""
-    real = gradproof._check.check
+    real = gradproof._engine.check.check
     seen: dict = {}
 
     @functools.wraps(real)
@@ -96,7 +96,7 @@ def spy(monkeypatch):
         seen.update(options)
         return real(loss, params, grad)
 
-    monkeypatch.setattr(gradproof._check, "check", recorder)
+    monkeypatch.setattr(gradproof._engine.check, "check", recorder)
     return seen
 
 
@@ -107,7 +107,7 @@ def test_only_the_options_given_are_passed(right, spy, capsys):
 
 def test_budget_is_passed_through_unchanged(right, spy, capsys):
     argv = ["check", str(right), "--mode", "sample", "--budget", "30s", "--samples", "2"]
-    if "mode" not in __import__("inspect").signature(gradproof._check.check).parameters:
+    if "mode" not in __import__("inspect").signature(gradproof._engine.check.check).parameters:
         assert main(argv) == 2  # an older check(): a clear usage error
         return
     assert main([*argv, "--seed", "3", "--tol", "1e-3"]) == 0
@@ -115,13 +115,13 @@ def test_budget_is_passed_through_unchanged(right, spy, capsys):
 
 
 def test_an_inconclusive_check_exits_2(right, monkeypatch, capsys):
-    real = gradproof._check.check
+    real = gradproof._engine.check.check
 
     @functools.wraps(real)
     def inconclusive(*args, **options):
         return dataclasses.replace(real(*args, **options), status="inconclusive")
 
-    monkeypatch.setattr(gradproof._check, "check", inconclusive)
+    monkeypatch.setattr(gradproof._engine.check, "check", inconclusive)
     assert main(["check", str(right)]) == 2
     assert "gradient check: INCONCLUSIVE" in capsys.readouterr().out
 

@@ -27,9 +27,9 @@ distributed = pytest.importorskip("distributed", reason="needs gradproof[dask]")
 
 import gradproof  # noqa: E402
 import gradproof.dask  # noqa: E402
-from gradproof._evaluate import Evaluator  # noqa: E402
-from gradproof._parallel import _evaluate_piece, dumps  # noqa: E402
-from gradproof._tree import flatten  # noqa: E402
+from gradproof._engine.evaluate import Evaluator  # noqa: E402
+from gradproof._engine.parallel import _evaluate_piece, dumps  # noqa: E402
+from gradproof._engine.tree import flatten  # noqa: E402
 from gradproof.dask import _check as dask_check  # noqa: E402
 from gradproof.dask import _executor  # noqa: E402
 from gradproof.examples import fraud  # noqa: E402
@@ -344,7 +344,9 @@ def test_a_loss_raising_on_a_worker_surfaces_the_original_traceback(client):
     assert type(caught.value) is ValueError
     text = "".join(traceback.format_exception(caught.value))
     assert "gradproof/dask/_executor.py" in text  # frames that ran on the worker ...
-    assert 'raise ValueError("the loss refuses to run on a worker")' in text  # ... to the raise
+    # ... down to the loss's own frame. Its source line shows only where the worker can read
+    # the file: cloudpickle sends a test's closure by value, and newer releases name its code
+    # "<dynamic-code>", so the frame, not the line, is what is asserted.
     assert "in loss" in text
 
 

@@ -10,7 +10,16 @@ import textwrap
 pytest_plugins = ["pytester"]
 
 # numpy and the checker too: they load when a test first uses the fixture, not with pytest.
-HEAVY = ("numpy", "gradproof._check", "torch", "jax", "matplotlib", "dask", "distributed", "scipy")
+HEAVY = (
+    "numpy",
+    "gradproof._engine.check",
+    "torch",
+    "jax",
+    "matplotlib",
+    "dask",
+    "distributed",
+    "scipy",
+)
 
 PROBLEM = """
 import numpy as np

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import gradproof
-from gradproof import _progress
+from gradproof._engine import progress as _progress
 
 
 class Terminal(io.StringIO):

@@ -10,7 +10,7 @@ from rich.console import Console
 
 import gradproof
 from gradproof import BlockResult, Diagnosis, ElementResult, Report
-from gradproof._render_text import print_report, render_text
+from gradproof._render.text import print_report, render_text
 
 
 def failing_report(name: str = "layer2.weight") -> Report:

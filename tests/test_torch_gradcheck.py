@@ -19,7 +19,6 @@ from torch.autograd.gradcheck import GradcheckError as TorchGradcheckError  # no
 
 import gradproof  # noqa: E402
 import gradproof.torch as gt  # noqa: E402
-from gradproof.torch._common import supports_mode  # noqa: E402
 
 SCALE_RTOL = 1e-6  # a planted ×2 is recovered to this relative accuracy
 
@@ -438,7 +437,6 @@ def test_bfloat16_natively_is_refused_but_checked_in_float64():
     assert gt.gradcheck(torch.sin, (x,)) is True
 
 
-@pytest.mark.skipif(not supports_mode("probe"), reason="gradproof.check has no mode='probe' yet")
 def test_fast_mode_probes_and_still_fails_the_wrong_backward():
     x, y = _inputs((4,), (4,))
     assert gt.gradcheck(two_outputs, (x, y), fast_mode=True) is True

@@ -17,7 +17,6 @@ torch = pytest.importorskip("torch", reason=REASON)
 
 import gradproof  # noqa: E402
 import gradproof.torch as gt  # noqa: E402
-from gradproof.torch._common import supports_mode  # noqa: E402
 
 F = torch.nn.functional
 SCALE_RTOL = 1e-6  # a planted ×2 is recovered to this relative accuracy
@@ -251,19 +250,16 @@ def test_missing_batch_and_non_scalar_loss_are_misuse():
         gt.check_module(model, lambda out: out, torch.ones(3, 2), batched=False)
 
 
-@pytest.mark.skipif(not supports_mode("full"), reason="gradproof.check has no mode= yet (issue 4)")
 def test_speed_mode_full_passes_through(data):
     report = gt.check_module(Net(bug="double"), F.mse_loss, *data, mode="full")
     assert report.mode == "full" and report.suspects == ("layer2.weight",)
 
 
-@pytest.mark.skipif(not supports_mode("sample"), reason="gradproof.check has no mode='sample' yet")
 def test_speed_mode_sample_names_the_block(data):
     report = gt.check_module(Net(bug="double"), F.mse_loss, *data, mode="sample", seed=0)
     assert report.mode == "sample" and "layer2.weight" in report.suspects
 
 
-@pytest.mark.skipif(not supports_mode("probe"), reason="gradproof.check has no mode='probe' yet")
 def test_speed_mode_probe_fails_the_wrong_model(data):
     report = gt.check_module(Net(bug="double"), F.mse_loss, *data, mode="probe", seed=0)
     assert report.mode == "probe" and report.status == "fail"

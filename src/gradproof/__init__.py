@@ -12,7 +12,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gradproof._check import assert_gradients_match, check
+    from gradproof._engine.check import assert_gradients_match, check
+    from gradproof._engine.taylor import SweepResult, TaylorResult, sweep, taylor_test
     from gradproof._errors import (
         GradcheckError,
         GradproofError,
@@ -20,13 +21,12 @@ if TYPE_CHECKING:
         NondeterministicLossError,
     )
     from gradproof._report import BlockResult, Diagnosis, ElementResult, Report
-    from gradproof._taylor import SweepResult, TaylorResult, sweep, taylor_test
 
 # Public name -> the private module that defines it. Imported on first use, so that
 # `import gradproof` (and the pytest plugin, which lives in this package) stays cheap.
 _HOME = {
-    "check": "_check",
-    "assert_gradients_match": "_check",
+    "check": "_engine.check",
+    "assert_gradients_match": "_engine.check",
     "GradproofError": "_errors",
     "InvalidArgument": "_errors",
     "GradcheckError": "_errors",
@@ -35,10 +35,10 @@ _HOME = {
     "Diagnosis": "_report",
     "ElementResult": "_report",
     "Report": "_report",
-    "SweepResult": "_taylor",
-    "TaylorResult": "_taylor",
-    "sweep": "_taylor",
-    "taylor_test": "_taylor",
+    "SweepResult": "_report",
+    "TaylorResult": "_report",
+    "sweep": "_engine.taylor",
+    "taylor_test": "_engine.taylor",
 }
 
 

@@ -148,9 +148,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from gradproof._check import check
+    from gradproof._engine.check import check
     from gradproof._errors import GradproofError
-    from gradproof._render_text import print_report
+    from gradproof._render.text import print_report
 
     if args.plot is not None:
         _check_plot_path(args.plot)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.rule import Rule
 
-from gradproof._check import check
-from gradproof._render_text import print_report
+from gradproof._engine.check import check
+from gradproof._render.text import print_report
 from gradproof.examples import fraud
 
 

@@ -62,7 +62,7 @@ def gradcheck(request: pytest.FixtureRequest) -> Callable[..., Any]:
     html_dir = request.config.getoption("--gradproof-html")
 
     def run(loss: Any, params: Any, grad: Any, **options: Any) -> Any:
-        from gradproof._check import check
+        from gradproof._engine.check import check
 
         report = check(loss, params, grad, **{**defaults, **options})
         if not report.passed:

@@ -116,7 +116,7 @@ class Report:
         return self.status == "pass"
 
     def __str__(self) -> str:
-        from gradproof._render_text import render_text
+        from gradproof._render.text import render_text
 
         return render_text(self)
 
@@ -130,13 +130,13 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of the whole report."""
-        from gradproof._render_json import report_to_dict
+        from gradproof._render.json import report_to_dict
 
         return report_to_dict(self)
 
     def to_json(self, *, indent: int | None = 2) -> str:
         """The report as JSON text (NaN and inf become ``null``)."""
-        from gradproof._render_json import render_json
+        from gradproof._render.json import render_json
 
         return render_json(self, indent=indent)
 
@@ -153,7 +153,7 @@ class Report:
         >>> report.to_html(plots=False).startswith("<!DOCTYPE html>")
         True
         """
-        from gradproof._render_html import render_html
+        from gradproof._render.html import render_html
 
         return render_html(self, plots=plots, full_page=full_page)
 
@@ -161,7 +161,7 @@ class Report:
         """The notebook view: the HTML report as a fragment, with plots if matplotlib is there."""
         import importlib.util
 
-        from gradproof._render_html import render_html
+        from gradproof._render.html import render_html
 
         plots = importlib.util.find_spec("matplotlib") is not None
         return render_html(self, plots=plots, full_page=False)
@@ -169,3 +169,39 @@ class Report:
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         """IPython's plain-text view: the full text report."""
         printer.text(repr(self) if cycle else str(self).rstrip("\n"))
+
+
+@dataclass(frozen=True)
+class TaylorResult:
+    """The Taylor test: residuals ``|J(θ+hv) − J(θ) − h g·v|`` over a ladder of ``h``.
+
+    For the right gradient the residual shrinks like h² (order ≈ 2); for a wrong
+    one, like h (order ≈ 1). ``residuals_zeroth`` (``|J(θ+hv) − J(θ)|``, order 1)
+    is the reference line.
+    """
+
+    steps: tuple[float, ...]
+    residuals: tuple[float, ...]
+    residuals_zeroth: tuple[float, ...]
+    order: float | None
+    noise_floor: float
+    status: Status
+    explanation: str
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """The seeds' difference against the central-difference step ε.
+
+    Large ε: truncation error dominates; tiny ε: roundoff does. The curve is a V
+    (on log axes) whose bottom is the best step.
+    """
+
+    eps: tuple[float, ...]
+    differences: tuple[float, ...]
+    best_eps: float
+    best_difference: float

@@ -7,7 +7,7 @@ from typing import Any
 
 import distributed
 
-from gradproof._check import check as _local_check
+from gradproof._engine.check import check as _local_check
 from gradproof._errors import invalid
 from gradproof._report import Report
 

@@ -1,6 +1,6 @@
 """A Dask client's executor, adapted to gradproof's pieces of work.
 
-:class:`gradproof._parallel.Pool` hands any executor that comes from
+:class:`gradproof._engine.parallel.Pool` hands any executor that comes from
 ``distributed`` (``client.get_executor()``) to :func:`adapt`, which changes
 three things and nothing else:
 
@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from gradproof._parallel import PIECES_PER_WORKER, _evaluate_piece, _evaluator
+from gradproof._engine.parallel import PIECES_PER_WORKER, _evaluate_piece, _evaluator
 
 TASK_OVERHEAD = 1e-3  # seconds Dask spends per task: scheduling, messages, (de)serialisation
 OVERHEAD_SHARE = 0.02  # the most of a task's time that overhead may take
@@ -87,7 +87,7 @@ def pieces(n: int, k: int, seconds_per_evaluation: float, threads: int) -> int:
 class DaskExecutor(Executor):
     """Wraps ``client.get_executor()``: the payload sent once, tasks sized by cost.
 
-    Built by :func:`adapt`; :class:`gradproof._parallel.Pool` asks
+    Built by :func:`adapt`; :class:`gradproof._engine.parallel.Pool` asks
     :meth:`gradproof_pieces` how many tasks to make, then submits them.
     """
 

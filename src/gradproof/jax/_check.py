@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import gradproof
+from gradproof._engine.validate import check_callable
 from gradproof._errors import GradcheckError, invalid
-from gradproof._options import check_callable
 from gradproof._report import Report
 from gradproof.jax._tree import Pytree, split
 from gradproof.jax._x64 import float64

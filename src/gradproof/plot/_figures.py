@@ -14,8 +14,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from gradproof._errors import invalid
-from gradproof._report import Report
-from gradproof._taylor import SweepResult, TaylorResult
+from gradproof._report import Report, SweepResult, TaylorResult
 
 COLOUR = {"pass": "#2e7d32", "fail": "#c62828", "inconclusive": "#f9a825"}
 BANDS = ((1e-7, "1e-7: great"), (1e-5, "1e-5: look closer"), (1e-3, "1e-3: worry"))

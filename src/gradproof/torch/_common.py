@@ -9,15 +9,12 @@ gradient is computed once, on that copy, at the base point.
 from __future__ import annotations
 
 import contextlib
-import inspect
-import typing
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-import gradproof
 from gradproof._errors import invalid
 
 Precision = Literal["float64", "native"]
@@ -99,16 +96,6 @@ def fixed_randomness(tensors: list[torch.Tensor]) -> Iterator[None]:
     devices = sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"})
     with torch.random.fork_rng(devices=devices):
         yield
-
-
-def supports_mode(mode: str) -> bool:
-    """Whether :func:`gradproof.check` takes ``mode=<mode>`` (the speed modes)."""
-    from gradproof import _check
-
-    if "mode" not in inspect.signature(gradproof.check).parameters:
-        return False
-    modes = typing.get_args(getattr(_check, "Mode", None))
-    return not modes or mode in modes
 
 
 def scalar_loss(value: Any, argument: str) -> torch.Tensor:

@@ -18,9 +18,9 @@ from torch.autograd.gradcheck import GradcheckError as TorchGradcheckError
 from torch.func import vmap
 
 import gradproof
+from gradproof._engine.judge import WORST_SHOWN
+from gradproof._engine.validate import check_callable
 from gradproof._errors import invalid
-from gradproof._judge import WORST_SHOWN
-from gradproof._options import check_callable
 from gradproof._report import BlockResult, Diagnosis, ElementResult, Index, Report
 from gradproof.torch._common import (
     Precision,
@@ -30,7 +30,6 @@ from gradproof.torch._common import (
     compute_dtype,
     fixed_randomness,
     from_numpy,
-    supports_mode,
     to_numpy64,
 )
 
@@ -196,7 +195,7 @@ def gradcheck(
     checked = _checked_inputs(values)
     target = compute_dtype(dtype, [values[i] for i in checked], "the inputs that require grad")
     names = _input_names(func, len(values))
-    if fast_mode and supports_mode("probe"):
+    if fast_mode:
         options.setdefault("mode", "probe")
     seed = int(options.get("seed", 0) or 0)
     rule = _TorchRule.given(atol, rtol, eps)

@@ -13,8 +13,8 @@ import torch
 from torch.func import functional_call, vmap
 
 import gradproof
+from gradproof._engine.validate import check_callable
 from gradproof._errors import invalid
-from gradproof._options import check_callable
 from gradproof._report import Report
 from gradproof.torch._common import (
     Precision,

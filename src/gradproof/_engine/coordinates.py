@@ -1,7 +1,7 @@
 """The coordinate modes: ``"full"`` (every coordinate) and ``"sample"`` (k per block).
 
 Both estimate each chosen coordinate's partial derivative by finite differences
-and judge it with :mod:`gradproof._judge`. With the default scheme (``"auto"``
+and judge it with :mod:`gradproof._engine.judge`. With the default scheme (``"auto"``
 and no ``eps``) a coordinate costs 2 evaluations, not Richardson's 4: the
 central difference is tried first and judged at Richardson's tight tolerance;
 only coordinates it cannot clear (a real bug, a kink, strong curvature) get
@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from gradproof._budget import Budget
-from gradproof._evaluate import Evaluator
-from gradproof._judge import Judged, judge_elements
-from gradproof._schemes import SCHEMES, Scheme, default_step
-from gradproof._tree import Layout
+from gradproof._engine.budget import Budget
+from gradproof._engine.evaluate import Evaluator
+from gradproof._engine.judge import Judged, judge_elements
+from gradproof._engine.schemes import SCHEMES, Scheme, default_step
+from gradproof._engine.tree import Layout
 
 CHUNK_SECONDS = 0.5  # target duration of one chunk of evaluations between budget checks
 

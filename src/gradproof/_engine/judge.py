@@ -19,10 +19,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from gradproof._diagnose import diagnose, scale_of
+from gradproof._engine.diagnose import diagnose, scale_of
+from gradproof._engine.schemes import Estimate
+from gradproof._engine.tree import Block, Layout
 from gradproof._report import BlockResult, ElementResult, Index, Status
-from gradproof._schemes import Estimate
-from gradproof._tree import Block, Layout
 
 SAFETY = 4.0
 INCONCLUSIVE_RATIO = 0.1

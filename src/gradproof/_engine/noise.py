@@ -17,7 +17,7 @@ from statistics import median
 
 import numpy as np
 
-from gradproof._evaluate import Evaluator
+from gradproof._engine.evaluate import Evaluator
 
 POINTS = 8
 ORDERS = (3, 4, 5, 6)

@@ -31,18 +31,18 @@ from typing import Any
 
 import numpy as np
 
-from gradproof._diagnose import listed, scale_of
-from gradproof._judge import (
+from gradproof._engine.coordinates import Context, judge_coordinates
+from gradproof._engine.diagnose import listed, scale_of
+from gradproof._engine.judge import (
     blocks_of,
     judge_block,
     judge_elements,
     relative_difference,
     unchecked,
 )
-from gradproof._modes import Context, judge_coordinates
+from gradproof._engine.schemes import SCHEMES, default_step
+from gradproof._engine.tree import Block
 from gradproof._report import BlockResult, Diagnosis, ElementResult, Index
-from gradproof._schemes import SCHEMES, default_step
-from gradproof._tree import Block
 
 WIDE = 16  # failing halves at one depth beyond which a block counts as wrong throughout
 SAMPLED = 32  # coordinates checked in a block that is wrong throughout
@@ -75,7 +75,7 @@ class Prober:
     """Probes blocks of one check, counting what it spends.
 
     With the default scheme a probe is central-first, like a coordinate in
-    :mod:`gradproof._modes`: 2 evaluations, and Richardson's 2 more only when the
+    :mod:`gradproof._engine.coordinates`: 2 evaluations, and Richardson's 2 more only when the
     central difference cannot clear it at Richardson's tolerance.
     """
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from gradproof._engine.tree import Layout
 from gradproof._errors import invalid
-from gradproof._tree import Layout
 
 Loss = Callable[[Any], Any]
 # Parameter sets per batched call: a bound on the loss's own memory for the batch
@@ -38,8 +38,8 @@ class Evaluator:
     evaluations: int = 0
     started: float = field(default_factory=time.perf_counter)
     output_dtype: np.dtype[Any] | None = None
-    pool: Any = None  # a gradproof._parallel.Pool, or None: evaluate here
-    progress: Any = None  # a gradproof._progress.Progress, or None
+    pool: Any = None  # a gradproof._engine.parallel.Pool, or None: evaluate here
+    progress: Any = None  # a gradproof._engine.progress.Progress, or None
     seconds: float = 0.0  # time spent inside the loss, for budgets and chunk sizes
 
     @property

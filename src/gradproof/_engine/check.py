@@ -11,11 +11,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from gradproof._budget import Budget
-from gradproof._errors import GradcheckError, NondeterministicLossError, invalid
-from gradproof._evaluate import Evaluator
-from gradproof._gradients import resolve_gradient
-from gradproof._judge import (
+from gradproof._engine.budget import Budget
+from gradproof._engine.coordinates import Context, round_robin, run_coordinates, stratified_order
+from gradproof._engine.evaluate import Evaluator
+from gradproof._engine.gradients import resolve_gradient
+from gradproof._engine.judge import (
     Judged,
     apply_tol,
     blocks_of,
@@ -26,15 +26,15 @@ from gradproof._judge import (
     suspects,
     unchecked,
 )
-from gradproof._modes import Context, round_robin, run_coordinates, stratified_order
-from gradproof._noise import measure_noise
-from gradproof._options import check_callable, check_positive, check_scheme, check_seed
-from gradproof._parallel import Pool, check_workers
-from gradproof._probe import SAMPLED, block_result, detectable, miss_bound, probe_blocks
-from gradproof._progress import Progress, check_progress
+from gradproof._engine.noise import measure_noise
+from gradproof._engine.parallel import Pool, check_workers
+from gradproof._engine.probe import SAMPLED, block_result, detectable, miss_bound, probe_blocks
+from gradproof._engine.progress import Progress, check_progress
+from gradproof._engine.schemes import SCHEMES, Scheme
+from gradproof._engine.tree import Layout, flatten
+from gradproof._engine.validate import check_callable, check_positive, check_scheme, check_seed
+from gradproof._errors import GradcheckError, NondeterministicLossError, invalid
 from gradproof._report import BlockResult, Report
-from gradproof._schemes import SCHEMES, Scheme
-from gradproof._tree import Layout, flatten
 
 SchemeOption = Literal["auto", "central", "richardson", "complex"]
 Mode = Literal["full", "sample", "probe"]
@@ -81,7 +81,7 @@ def check(
             losses that accept complex input). ``"auto"`` without ``eps`` tries
             the central pair first and adds Richardson's two points only where
             the central difference cannot clear a coordinate (see
-            :mod:`gradproof._modes`).
+            :mod:`gradproof._engine.coordinates`).
         noise: the loss's own noise (absolute); a loss that varies more than
             this between identical calls raises NondeterministicLossError.
         batched: the loss takes a leading batch axis on every leaf and returns
@@ -454,7 +454,7 @@ def _noise_level(
     """A bound on the error in one loss value.
 
     The largest of: roundoff from |J| (one unit of ``eps * |J|``), twice the
-    measured noise's standard deviation (:mod:`gradproof._noise`), the spread
+    measured noise's standard deviation (:mod:`gradproof._engine.noise`), the spread
     of repeated calls, and the user's stated noise. The schemes' error bounds
     and the judge's safety factor multiply this further.
     """

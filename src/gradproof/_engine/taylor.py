@@ -3,56 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from gradproof._engine.evaluate import Evaluator
+from gradproof._engine.gradients import resolve_gradient
+from gradproof._engine.noise import measure_noise
+from gradproof._engine.tree import flatten
+from gradproof._engine.validate import check_callable, check_positive, check_seed
 from gradproof._errors import invalid
-from gradproof._evaluate import Evaluator
-from gradproof._gradients import resolve_gradient
-from gradproof._noise import measure_noise
-from gradproof._options import check_callable, check_positive, check_seed
-from gradproof._report import Status
-from gradproof._tree import flatten
+from gradproof._report import Status, SweepResult, TaylorResult
 
 LADDER = 13  # steps, each a factor sqrt(10) below the previous
-
-
-@dataclass(frozen=True)
-class TaylorResult:
-    """The Taylor test: residuals ``|J(θ+hv) − J(θ) − h g·v|`` over a ladder of ``h``.
-
-    For the right gradient the residual shrinks like h² (order ≈ 2); for a wrong
-    one, like h (order ≈ 1). ``residuals_zeroth`` (``|J(θ+hv) − J(θ)|``, order 1)
-    is the reference line.
-    """
-
-    steps: tuple[float, ...]
-    residuals: tuple[float, ...]
-    residuals_zeroth: tuple[float, ...]
-    order: float | None
-    noise_floor: float
-    status: Status
-    explanation: str
-
-    @property
-    def passed(self) -> bool:
-        return self.status == "pass"
-
-
-@dataclass(frozen=True)
-class SweepResult:
-    """The seeds' difference against the central-difference step ε.
-
-    Large ε: truncation error dominates; tiny ε: roundoff does. The curve is a V
-    (on log axes) whose bottom is the best step.
-    """
-
-    eps: tuple[float, ...]
-    differences: tuple[float, ...]
-    best_eps: float
-    best_difference: float
 
 
 def taylor_test(
@@ -166,7 +129,7 @@ def sweep(
     >>> 1e-7 < result.best_eps < 1e-3
     True
     """
-    from gradproof._check import check
+    from gradproof._engine.check import check
 
     grid = np.logspace(-1, -13, 13) if eps is None else _eps_grid(eps)
     differences = [

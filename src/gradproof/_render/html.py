@@ -22,7 +22,7 @@ import html
 import importlib.util
 from collections.abc import Iterable
 
-from gradproof._render_text import (
+from gradproof._render.text import (
     WORD,
     band,
     bound,

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from gradproof._engine.tree import Layout
 from gradproof._errors import invalid
-from gradproof._tree import Layout
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 PIECES_PER_WORKER = 4
@@ -134,7 +134,7 @@ class Pool:
         """J(theta + offsets[i, k] e_indices[i]) for every i, k, in parallel; shape (n, k).
 
         ``advance(evaluations, chunk=True)`` is called as each chunk comes back;
-        ``progress`` (a gradproof._progress.Progress) is told how many were sent.
+        ``progress`` (a gradproof._engine.progress.Progress) is told how many were sent.
         """
         n, k = offsets.shape
         split = getattr(self.executor, "gradproof_pieces", None)  # issue 7: Dask sizes its tasks
@@ -236,7 +236,7 @@ def _ready() -> bool:
 
 
 def _evaluator(state: Any) -> Any:
-    from gradproof._evaluate import Evaluator
+    from gradproof._engine.evaluate import Evaluator
 
     loss, layout, theta, batched = state
     return Evaluator(loss, layout, theta, batched=batched)

@@ -6,8 +6,8 @@ import math
 import numbers
 from typing import Any
 
+from gradproof._engine.schemes import SCHEMES
 from gradproof._errors import invalid
-from gradproof._schemes import SCHEMES
 
 
 def check_positive(argument: str, value: Any, fix: str, allow_none: bool = True) -> None:

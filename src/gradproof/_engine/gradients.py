@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from gradproof._engine.tree import Layout, flatten, float_eps
 from gradproof._errors import invalid
-from gradproof._tree import Layout, flatten, float_eps
 
 
 def resolve_gradient(grad: Any, params: Any, layout: Layout) -> tuple[np.ndarray, float]:

@@ -1,0 +1,1 @@
+"""Renderers: a Report as terminal text, HTML or JSON. They read results; they compute nothing."""
