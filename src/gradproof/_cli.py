@@ -99,12 +99,12 @@ def _parser() -> argparse.ArgumentParser:
         epilog=CHECK_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _check_arguments(check)
+    _add_check_arguments(check)
     check.set_defaults(run=_check)
     return parser
 
 
-def _check_arguments(check: argparse.ArgumentParser) -> None:
+def _add_check_arguments(check: argparse.ArgumentParser) -> None:
     check.add_argument("target", metavar="TARGET", help="path/to/file.py or path/to/file.py:name")
     check.add_argument(
         "--mode",
@@ -153,8 +153,8 @@ def _check(args: argparse.Namespace) -> int:
     from gradproof._render.text import print_report
 
     if args.plot is not None:
-        _check_plot_path(args.plot)
-    _check_output_paths(args)  # before the check: a long check must not end in "no such folder"
+        _validate_plot_path(args.plot)
+    _validate_output_paths(args)  # before the check: a long check must not end in "no such folder"
     loss, params, grad = load_target(args.target)
     options = _options(args, check)
     try:
@@ -321,7 +321,7 @@ def _write_outputs(report: Any, args: argparse.Namespace) -> None:
         print(f"wrote {path} and {scatter}", file=sys.stderr)
 
 
-def _check_output_paths(args: argparse.Namespace) -> None:
+def _validate_output_paths(args: argparse.Namespace) -> None:
     outputs = [("--json", args.json), ("--html", args.html), ("--plot", args.plot)]
     for flag, where in outputs:
         if where in (None, "-"):
@@ -334,7 +334,7 @@ def _check_output_paths(args: argparse.Namespace) -> None:
             )
 
 
-def _check_plot_path(plot: str) -> None:
+def _validate_plot_path(plot: str) -> None:
     if Path(plot).suffix.lower() not in (".png", ".svg"):
         raise UsageError(f"--plot {plot}: must end in .png or .svg. Fix: --plot blocks.png")
     if importlib.util.find_spec("matplotlib") is None:

@@ -27,12 +27,17 @@ from gradproof._engine.judge import (
     unchecked,
 )
 from gradproof._engine.noise import measure_noise
-from gradproof._engine.parallel import Pool, check_workers
+from gradproof._engine.parallel import Pool, validate_workers
 from gradproof._engine.probe import SAMPLED, block_result, detectable, miss_bound, probe_blocks
-from gradproof._engine.progress import Progress, check_progress
+from gradproof._engine.progress import Progress, validate_progress
 from gradproof._engine.schemes import SCHEMES, Scheme
 from gradproof._engine.tree import Layout, flatten
-from gradproof._engine.validate import check_callable, check_positive, check_scheme, check_seed
+from gradproof._engine.validate import (
+    validate_callable,
+    validate_positive,
+    validate_scheme,
+    validate_seed,
+)
 from gradproof._errors import GradcheckError, NondeterministicLossError, invalid
 from gradproof._report import BlockResult, Report
 
@@ -126,14 +131,14 @@ def check(
     True
     """
     started = time.perf_counter()
-    check_callable("loss", loss, "pass a function loss(params) -> scalar")
-    check_positive("eps", eps, "pass a small step such as eps=1e-7, or leave eps=None")
-    check_positive("tol", tol, "pass a bound such as tol=2e-7, or leave tol=None")
-    check_positive("noise", noise, "pass the loss's noise level, or leave noise=None")
-    check_scheme(scheme)
-    _check_mode(mode, samples, seed, scheme)
-    check_workers(workers, executor)
-    check_progress(progress)
+    validate_callable("loss", loss, "pass a function loss(params) -> scalar")
+    validate_positive("eps", eps, "pass a small step such as eps=1e-7, or leave eps=None")
+    validate_positive("tol", tol, "pass a bound such as tol=2e-7, or leave tol=None")
+    validate_positive("noise", noise, "pass the loss's noise level, or leave noise=None")
+    validate_scheme(scheme)
+    _validate_mode(mode, samples, seed, scheme)
+    validate_workers(workers, executor)
+    validate_progress(progress)
     limit = Budget.parse(budget)
     layout, theta = flatten(params)
     g, grad_eps = resolve_gradient(grad, params, layout)
@@ -342,7 +347,7 @@ def _scheme_name(ctx: Context) -> str:
     return ctx.scheme.name
 
 
-def _check_mode(mode: Any, samples: Any, seed: Any, scheme: Any) -> None:
+def _validate_mode(mode: Any, samples: Any, seed: Any, scheme: Any) -> None:
     if mode not in MODES:
         raise invalid(
             "mode",
@@ -367,7 +372,7 @@ def _check_mode(mode: Any, samples: Any, seed: Any, scheme: Any) -> None:
                 "has no meaning with mode='full', which checks every coordinate",
                 "pass mode='sample' or mode='probe' with it, or drop `samples`",
             )
-    check_seed(seed)
+    validate_seed(seed)
     if mode == "probe" and scheme == "complex":
         raise invalid(
             "scheme",

@@ -38,7 +38,7 @@ COORDINATES_PER_PIECE = 500
 _STATE: dict[str, Any] = {}  # in a worker process: the evaluator built by _initialise
 
 
-def check_workers(workers: Any, executor: Any) -> None:
+def validate_workers(workers: Any, executor: Any) -> None:
     """Validate ``workers`` and ``executor`` (at most one of them)."""
     if workers is not None and (
         isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1

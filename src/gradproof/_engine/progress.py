@@ -20,7 +20,7 @@ REFRESH = 0.1  # seconds between redraws
 WIDTH = 24
 
 
-def check_progress(progress: Any) -> None:
+def validate_progress(progress: Any) -> None:
     if progress is not None and not isinstance(progress, bool):
         raise invalid(
             "progress",

@@ -11,7 +11,7 @@ from gradproof._engine.evaluate import Evaluator
 from gradproof._engine.gradients import resolve_gradient
 from gradproof._engine.noise import measure_noise
 from gradproof._engine.tree import flatten
-from gradproof._engine.validate import check_callable, check_positive, check_seed
+from gradproof._engine.validate import validate_callable, validate_positive, validate_seed
 from gradproof._errors import invalid
 from gradproof._report import Status, SweepResult, TaylorResult
 
@@ -39,11 +39,11 @@ def taylor_test(
     >>> gradproof.taylor_test(f, np.zeros(3), lambda x: 2 * np.exp(x)).status
     'fail'
     """
-    check_callable("loss", loss, "pass a function loss(params) -> scalar")
-    check_positive(
+    validate_callable("loss", loss, "pass a function loss(params) -> scalar")
+    validate_positive(
         "largest_step", largest_step, "pass the largest step h of the ladder, e.g. 0.1, or None"
     )
-    check_seed(seed)
+    validate_seed(seed)
     layout, theta = flatten(params)
     g, _ = resolve_gradient(grad, params, layout)
     evaluator = Evaluator(loss, layout, theta)

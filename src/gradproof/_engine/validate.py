@@ -10,7 +10,7 @@ from gradproof._engine.schemes import SCHEMES
 from gradproof._errors import invalid
 
 
-def check_positive(argument: str, value: Any, fix: str, allow_none: bool = True) -> None:
+def validate_positive(argument: str, value: Any, fix: str, allow_none: bool = True) -> None:
     """``value`` must be a finite number > 0 (or None where allowed)."""
     if value is None and allow_none:
         return
@@ -24,13 +24,13 @@ def check_positive(argument: str, value: Any, fix: str, allow_none: bool = True)
         raise invalid(argument, value, "must be a finite number > 0", fix)
 
 
-def check_seed(seed: Any) -> None:
+def validate_seed(seed: Any) -> None:
     """``seed`` must be a whole number >= 0."""
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise invalid("seed", seed, "must be a whole number >= 0", "pass seed=0 (for example)")
 
 
-def check_scheme(scheme: Any) -> None:
+def validate_scheme(scheme: Any) -> None:
     names = ["auto", *SCHEMES]
     if scheme not in names:
         raise invalid(
@@ -42,6 +42,6 @@ def check_scheme(scheme: Any) -> None:
         )
 
 
-def check_callable(argument: str, value: Any, fix: str) -> None:
+def validate_callable(argument: str, value: Any, fix: str) -> None:
     if not callable(value):
         raise invalid(argument, value, "must be callable", fix)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import gradproof
-from gradproof._engine.validate import check_callable
+from gradproof._engine.validate import validate_callable
 from gradproof._errors import GradcheckError, invalid
 from gradproof._report import Report
 from gradproof.jax._tree import Pytree, split
@@ -77,8 +77,8 @@ def check(
     >>> report.status, report.suspects, report.blocks["w"].diagnosis.kind
     ('fail', ('w',), 'scale')
     """
-    check_callable("f", f, "pass a function f(params) -> scalar written with jax.numpy")
-    _check_options(evaluation, options)
+    validate_callable("f", f, "pass a function f(params) -> scalar written with jax.numpy")
+    _validate_options(evaluation, options)
     tree = split(params)
     chosen = evaluation
     if evaluation == "auto":
@@ -133,7 +133,7 @@ class _Problem:
     def gradient(self) -> dict[str, np.ndarray]:
         """``jax.grad(f)`` at the float64 parameters, by block name."""
         point = self.point()
-        self._check_output(point)
+        self._validate_output(point)
         grads = jax.grad(self.of_blocks)(point)
         return {
             name: np.asarray(g, dtype=np.float64)
@@ -177,7 +177,7 @@ class _Problem:
                 start = stop
             return np.concatenate([np.asarray(p) for p in pieces])[:n]
 
-    def _check_output(self, point: list[Any]) -> None:
+    def _validate_output(self, point: list[Any]) -> None:
         out = self.of_blocks(point)  # eagerly: no compilation spent on a bad output
         dtype = getattr(out, "dtype", np.asarray(out).dtype)
         if np.shape(out) != () or not jnp.issubdtype(dtype, jnp.floating):
@@ -203,7 +203,7 @@ def _pieces(n: int, sizes: tuple[int, ...]) -> list[int]:
     return pieces
 
 
-def _check_options(evaluation: Any, options: dict[str, Any]) -> None:
+def _validate_options(evaluation: Any, options: dict[str, Any]) -> None:
     if evaluation not in EVALUATIONS:
         raise invalid(
             "evaluation",

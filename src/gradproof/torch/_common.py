@@ -21,7 +21,7 @@ Precision = Literal["float64", "native"]
 PRECISIONS = ("float64", "native")
 
 
-def check_precision(dtype: Any) -> None:
+def validate_precision(dtype: Any) -> None:
     """``dtype`` must be one of :data:`PRECISIONS`."""
     if dtype not in PRECISIONS:
         raise invalid(

@@ -19,18 +19,18 @@ from torch.func import vmap
 
 import gradproof
 from gradproof._engine.judge import WORST_SHOWN
-from gradproof._engine.validate import check_callable
+from gradproof._engine.validate import validate_callable
 from gradproof._errors import invalid
 from gradproof._report import BlockResult, Diagnosis, ElementResult, Index, Report
 from gradproof.torch._common import (
     Precision,
     Reseed,
     cast,
-    check_precision,
     compute_dtype,
     fixed_randomness,
     from_numpy,
     to_numpy64,
+    validate_precision,
 )
 
 # P(|N(0, s^2)| <= t) <= sqrt(2/pi) t/s: the chance that one Gaussian projection
@@ -186,11 +186,11 @@ def gradcheck(
     >>> torch.autograd.gradcheck(func=Cube.apply, inputs=(x,))  # torch's rule, same verdict
     True
     """
-    _check_options(options, projections, raise_exception, fast_mode, full_jacobian, batched)
-    check_callable("func", func, "pass the function to check, e.g. MyFunction.apply")
-    _check_bound("atol", atol, "pass a bound such as atol=1e-5, or leave atol=None")
-    _check_bound("rtol", rtol, "pass a bound such as rtol=1e-3, or leave rtol=None")
-    check_precision(dtype)
+    _validate_options(options, projections, raise_exception, fast_mode, full_jacobian, batched)
+    validate_callable("func", func, "pass the function to check, e.g. MyFunction.apply")
+    _validate_bound("atol", atol, "pass a bound such as atol=1e-5, or leave atol=None")
+    _validate_bound("rtol", rtol, "pass a bound such as rtol=1e-3, or leave rtol=None")
+    validate_precision(dtype)
     values = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
     checked = _checked_inputs(values)
     target = compute_dtype(dtype, [values[i] for i in checked], "the inputs that require grad")
@@ -242,7 +242,7 @@ def _run(
         loss.replaying = True
 
 
-def _check_options(
+def _validate_options(
     options: dict[str, Any],
     projections: Any,
     raise_exception: Any,
@@ -279,7 +279,7 @@ def _check_options(
         )
 
 
-def _check_bound(argument: str, value: Any, fix: str) -> None:
+def _validate_bound(argument: str, value: Any, fix: str) -> None:
     if value is None:
         return
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)

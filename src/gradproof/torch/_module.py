@@ -13,19 +13,19 @@ import torch
 from torch.func import functional_call, vmap
 
 import gradproof
-from gradproof._engine.validate import check_callable
+from gradproof._engine.validate import validate_callable
 from gradproof._errors import invalid
 from gradproof._report import Report
 from gradproof.torch._common import (
     Precision,
     Reseed,
     cast,
-    check_precision,
     compute_dtype,
     fixed_randomness,
     from_numpy,
     scalar_loss,
     to_numpy64,
+    validate_precision,
 )
 
 
@@ -93,8 +93,8 @@ def check_module(
     >>> report.passed, list(report.blocks)
     (True, ['0.weight', '0.bias', '2.weight', '2.bias'])
     """
-    _check_arguments(model, loss_fn, batch, batched)
-    check_precision(dtype)
+    _validate_arguments(model, loss_fn, batch, batched)
+    validate_precision(dtype)
     names = [name for name, p in model.named_parameters() if p.requires_grad]
     if not names:
         raise invalid(
@@ -114,7 +114,7 @@ def check_module(
         return gradproof.check(loss, params, grad, batched=batched, **options)
 
 
-def _check_arguments(model: Any, loss_fn: Any, batch: tuple[Any, ...], batched: Any) -> None:
+def _validate_arguments(model: Any, loss_fn: Any, batch: tuple[Any, ...], batched: Any) -> None:
     if not isinstance(model, torch.nn.Module):
         raise invalid(
             "model",
@@ -122,7 +122,7 @@ def _check_arguments(model: Any, loss_fn: Any, batch: tuple[Any, ...], batched: 
             "must be a torch.nn.Module",
             "pass the module; for a plain function of tensors use gradproof.torch.gradcheck",
         )
-    check_callable("loss_fn", loss_fn, "pass a function loss_fn(output, *targets) -> scalar")
+    validate_callable("loss_fn", loss_fn, "pass a function loss_fn(output, *targets) -> scalar")
     if not batch:
         raise invalid(
             "batch",
