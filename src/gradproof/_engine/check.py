@@ -33,6 +33,7 @@ from gradproof._engine.progress import Progress, validate_progress
 from gradproof._engine.schemes import SCHEMES, Scheme
 from gradproof._engine.tree import Layout, flatten
 from gradproof._engine.validate import (
+    MODES,
     validate_callable,
     validate_positive,
     validate_scheme,
@@ -43,7 +44,6 @@ from gradproof._report import BlockResult, Report
 
 SchemeOption = Literal["auto", "central", "richardson", "complex"]
 Mode = Literal["full", "sample", "probe"]
-MODES = ("full", "sample", "probe")
 REPEATS = 3  # evaluations of the loss at the base point before the check
 DEFAULT_SAMPLES = {"sample": 32, "probe": 10}
 

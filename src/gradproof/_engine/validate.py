@@ -30,15 +30,20 @@ def validate_seed(seed: Any) -> None:
         raise invalid("seed", seed, "must be a whole number >= 0", "pass seed=0 (for example)")
 
 
+# The names a user may pass, in the order the docs and the command line list them.
+SCHEME_NAMES = ("auto", *SCHEMES)
+MODES = ("full", "sample", "probe")
+
+
 def validate_scheme(scheme: Any) -> None:
-    names = ["auto", *SCHEMES]
-    if scheme not in names:
+    """``scheme`` must be one of :data:`SCHEME_NAMES`."""
+    if scheme not in SCHEME_NAMES:
         raise invalid(
             "scheme",
             scheme,
-            f"must be one of {names}",
+            f"must be one of {list(SCHEME_NAMES)}",
             "use 'auto' (Richardson with scaled steps, or central with your `eps`), "
-            "'central' (the seeds' method), 'richardson' or 'complex'",
+            "'central' (the Gradient Checking notebook's method), 'richardson' or 'complex'",
         )
 
 
