@@ -1,9 +1,10 @@
-"""The benchmark's workloads: the seeds' network and tanh MLPs, in numpy, torch and jax.
+"""The benchmark's workloads: the notebook's network and tanh MLPs, in numpy, torch and jax.
 
-Each workload gives the same loss three ways (numpy for gradproof and the seeds'
-loop, torch for ``torch.autograd.gradcheck``, jax for ``check_grads``) and one
-hand-written numpy backprop, the gradient under test everywhere: torch and jax
-call it from a custom backward, so every tool checks the same gradient. The
+"fraud" is the fraud-detection network of the Gradient Checking notebook (deeplearning.ai's
+course), on the notebook's test case. Each workload gives the same loss three ways (numpy
+for gradproof and the notebook's loop, torch for ``torch.autograd.gradcheck``, jax for
+``check_grads``) and one hand-written numpy backprop, the gradient under test everywhere:
+torch and jax call it from a custom backward, so every tool checks the same gradient. The
 planted bug multiplies one element of it by 1 + 1e-3 (a relative error of 1e-3).
 """
 
@@ -67,7 +68,8 @@ def _planted(grad: dict[str, np.ndarray], block: str) -> tuple[str, tuple[int, .
     return block, tuple(int(i) for i in np.unravel_index(flat, grad[block].shape))
 
 
-def seeds() -> Workload:
+def fraud_network() -> Workload:
+    """The notebook's 4-5-3-1 network, its corrected backprop, a planted element in W2."""
     X, Y, params = fraud.gradient_check_n_test_case()
     _, cache = fraud.forward_propagation_n(X, Y, params)
     grads = fraud.backward_propagation_n_fixed(X, Y, cache)
@@ -77,14 +79,14 @@ def seeds() -> Workload:
         return fraud.forward_propagation_n(X, Y, p)[0]
 
     w = Workload(
-        "seeds", params, loss, fraud.batched_loss(X, Y), grad, _planted(grad, "W2"), None, None
+        "fraud", params, loss, fraud.batched_loss(X, Y), grad, _planted(grad, "W2"), None, None
     )
-    w.torch_loss = lambda theta: _torch_seeds(w, theta, X, Y)
-    w.jax_loss = lambda theta: _jax_seeds(w, theta, X, Y)
+    w.torch_loss = lambda theta: _torch_fraud(w, theta, X, Y)
+    w.jax_loss = lambda theta: _jax_fraud(w, theta, X, Y)
     return w
 
 
-def _torch_seeds(w: Workload, theta: Any, X: np.ndarray, Y: np.ndarray) -> Any:
+def _torch_fraud(w: Workload, theta: Any, X: np.ndarray, Y: np.ndarray) -> Any:
     import torch
 
     p = w.unflat(theta)
@@ -95,7 +97,7 @@ def _torch_seeds(w: Workload, theta: Any, X: np.ndarray, Y: np.ndarray) -> Any:
     return torch.mean(-torch.log(a3) * y - torch.log(1 - a3) * (1 - y)) * 1.0
 
 
-def _jax_seeds(w: Workload, theta: Any, X: np.ndarray, Y: np.ndarray) -> Any:
+def _jax_fraud(w: Workload, theta: Any, X: np.ndarray, Y: np.ndarray) -> Any:
     import jax
     import jax.numpy as jnp
 
@@ -172,4 +174,4 @@ def mlp(name: str) -> Workload:
 
 
 def workload(name: str) -> Workload:
-    return seeds() if name == "seeds" else mlp(name)
+    return fraud_network() if name == "fraud" else mlp(name)

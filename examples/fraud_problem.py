@@ -1,4 +1,4 @@
-"""The seeds' fraud-detection network as a `gradproof check` target.
+"""The Gradient Checking notebook's fraud-detection network as a `gradproof check` target.
 
     gradproof check examples/fraud_problem.py:problem --eps 1e-7
     gradproof check examples/fraud_problem.py:fixed --eps 1e-7 --tol 2e-7

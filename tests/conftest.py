@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-# The seeds' numbers reproduce to about 1e-12 (the last digit depends on the BLAS
+# The notebook's numbers reproduce to about 1e-12 (the last digit depends on the BLAS
 # kernel); 1e-9 relative is the tolerance the issue states.
-SEED_RTOL = 1e-9
+NOTEBOOK_RTOL = 1e-9
 
 
 @pytest.fixture
-def seeds():
+def fraud_case():
     from gradproof.examples import fraud
 
     return fraud.gradient_check_n_test_case()

@@ -69,7 +69,7 @@ def test_seed_convention_keys_and_extra_keys():
     X, Y, p = fraud.gradient_check_n_test_case()
     _, cache = fraud.forward_propagation_n(X, Y, p)
     grads = fraud.backward_propagation_n_fixed(X, Y, cache)
-    assert "dZ1" in grads and "dA1" in grads  # ignored in the seeds' convention
+    assert "dZ1" in grads and "dA1" in grads  # ignored in the notebook's convention
     report = gradproof.check(lambda q: fraud.forward_propagation_n(X, Y, q)[0], p, grads)
     assert report.passed and list(report.blocks) == list(fraud.KEYS)
 

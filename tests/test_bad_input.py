@@ -63,10 +63,10 @@ CASES = [
         ["'e' is empty", "shape (0,)", "leave 'e' out"],
     ),
     (
-        "grad-seeds-key-missing",
+        "grad-notebook-key-missing",
         {"grad": {"dW": G["W"], "dZ1": np.ones(2)}},
         "grad",
-        ["seeds' convention", "no ['db']", "'db'"],
+        ["notebook's convention", "no ['db']", "'db'"],
     ),
     (
         "grad-inf",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import gradproof
-from conftest import SEED_RTOL
+from conftest import NOTEBOOK_RTOL
 from gradproof._engine.evaluate import Evaluator
 from gradproof._engine.tree import flatten
 from gradproof.examples import fraud
@@ -16,20 +16,20 @@ FIXED = 1.1890913024229996e-07
 
 
 @pytest.mark.parametrize(("bugs", "expected"), [(True, WITH_BUGS), (False, FIXED)])
-def test_the_seeds_batched_network_reproduces_the_seeds_numbers(seeds, bugs, expected):
-    X, Y, params = seeds
+def test_the_notebooks_batched_network_reproduces_the_notebooks_numbers(fraud_case, bugs, expected):
+    X, Y, params = fraud_case
     _, cache = fraud.forward_propagation_n(X, Y, params)
     backward = fraud.backward_propagation_n if bugs else fraud.backward_propagation_n_fixed
     grads = backward(X, Y, cache)
     report = gradproof.check(fraud.batched_loss(X, Y), params, grads, eps=1e-7, batched=True)
-    assert report.difference == pytest.approx(expected, rel=SEED_RTOL)
+    assert report.difference == pytest.approx(expected, rel=NOTEBOOK_RTOL)
     assert report.passed is (not bugs)
     if bugs:
         assert report.suspects == ("W2", "b1")
 
 
-def test_the_seeds_batched_loss_with_l2_matches_the_loop_loss(seeds):
-    X, Y, params = seeds
+def test_the_notebooks_batched_loss_with_l2_matches_the_loop_loss(fraud_case):
+    X, Y, params = fraud_case
     stacked = {k: np.stack([v, 1.1 * v, 0.9 * v]) for k, v in params.items()}
     values = fraud.batched_loss(X, Y, lambd=0.7)(stacked)
     for k, factor in enumerate((1, 1.1, 0.9)):

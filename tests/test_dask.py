@@ -28,7 +28,7 @@ distributed = pytest.importorskip("distributed", reason="needs gradproof[dask]")
 import gradproof  # noqa: E402
 import gradproof.dask  # noqa: E402
 from gradproof._engine.evaluate import Evaluator  # noqa: E402
-from gradproof._engine.parallel import _evaluate_piece, dumps  # noqa: E402
+from gradproof._engine.parallel import PieceExecutor, dumps  # noqa: E402
 from gradproof._engine.tree import flatten  # noqa: E402
 from gradproof.dask import _check as dask_check  # noqa: E402
 from gradproof.dask import _executor  # noqa: E402
@@ -210,7 +210,8 @@ def test_pieces_carry_only_their_coordinates_and_offsets(client):
     executor = _executor.DaskExecutor(Recording(), payload)
     indices = np.arange(theta.size)
     offsets = np.outer(np.full(theta.size, 1e-6), [1.0, -1.0])
-    got = executor.submit(_evaluate_piece, payload, indices, offsets).result()
+    assert isinstance(executor, PieceExecutor)
+    got = executor.submit_piece(indices, offsets).result()
     want = Evaluator(loss, layout, theta).coordinates(indices, offsets)
     assert got.tobytes() == want.tobytes()
     assert [name for name, _ in sent] == ["_time_base", "_run_piece"]

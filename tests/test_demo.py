@@ -8,9 +8,10 @@ import sys
 from gradproof._cli import main
 
 
-def test_demo_tells_the_seeds_story(capsys):
+def test_demo_checks_the_notebooks_fraud_example_before_and_after_the_fix(capsys):
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
+    assert "# the notebook's method: plain central differences" in out
     first, second = out.split("2. backward_propagation_n_fixed")
     assert "FAIL" in first and "2.851e-01" in first
     assert "suspects" in first and "W2, b1" in first

@@ -53,6 +53,14 @@ def test_the_api_reference_names_every_public_name():
     assert missing == []
 
 
+def test_the_api_reference_names_every_plot_function():
+    plot = pytest.importorskip("gradproof.plot", reason="gradproof.plot needs matplotlib")
+    section = (DOCS / "api.md").read_text().split("## Plots: `gradproof.plot`", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    missing = [name for name in plot.__all__ if f"{name}(" not in section]
+    assert missing == []
+
+
 @pytest.mark.parametrize(
     "page", ["index.md", "tutorial.md", "frameworks.md", "modes.md", "reports.md"]
 )

@@ -42,6 +42,14 @@ def test_the_page_is_self_contained():
     assert len(images) == 2 and all(s.startswith("data:image/svg+xml;base64,") for s in images)
 
 
+def test_the_page_colours_each_verdict_as_the_plots_do():
+    from gradproof._render.words import COLOUR
+
+    page = evil_report().to_html(plots=False)
+    for status, colour in COLOUR.items():
+        assert f".gradproof .{status} {{ background: {colour}; }}" in page
+
+
 def test_the_notebook_view_is_a_fragment_with_the_same_content():
     report = evil_report()
     fragment = report._repr_html_()

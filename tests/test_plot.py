@@ -15,31 +15,31 @@ from gradproof.examples import fraud
 
 
 @pytest.fixture(scope="module")
-def seeds_report():
+def notebook_report():
     loss, params, grads = fraud.problem(bugs=True)
     return gradproof.check(loss, params, grads, eps=1e-7)
 
 
-def test_blocks_is_a_log_bar_chart_with_the_thresholds(seeds_report):
-    fig = gradproof.plot.blocks(seeds_report)
+def test_blocks_is_a_log_bar_chart_with_the_thresholds(notebook_report):
+    fig = gradproof.plot.blocks(notebook_report)
     ax = fig.axes[0]
     assert ax.get_yscale() == "log"
     heights = [bar.get_height() for bar in ax.patches]
-    assert heights == pytest.approx([b.difference for b in seeds_report.blocks.values()])
-    assert [t.get_text() for t in ax.get_xticklabels()] == list(seeds_report.blocks)
+    assert heights == pytest.approx([b.difference for b in notebook_report.blocks.values()])
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(notebook_report.blocks)
     levels = sorted(line.get_ydata()[0] for line in ax.get_lines())
     assert levels == [1e-7, 1e-5, 1e-3]
     red = {tuple(bar.get_facecolor()[:3]) for bar in ax.patches[1:3]}
     assert len(red) == 1 and red != {tuple(ax.patches[0].get_facecolor()[:3])}
 
 
-def test_blocks_draws_the_users_tol(seeds_report):
-    fig = gradproof.plot.blocks(dataclasses.replace(seeds_report, tol=2e-7))
+def test_blocks_draws_the_users_tol(notebook_report):
+    fig = gradproof.plot.blocks(dataclasses.replace(notebook_report, tol=2e-7))
     assert 2e-7 in [line.get_ydata()[0] for line in fig.axes[0].get_lines()]
 
 
-def test_scatter_shows_a_scale_bug_as_slope_two(seeds_report):
-    fig = gradproof.plot.scatter(seeds_report)
+def test_scatter_shows_a_scale_bug_as_slope_two(notebook_report):
+    fig = gradproof.plot.scatter(notebook_report)
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["W1: pass", "b1: fail", "W2: fail", "b2: pass", "W3: pass", "b3: pass"]
     w2 = fig.axes[2]
@@ -77,15 +77,15 @@ def test_taylor_draws_slopes_one_and_two(factor, status):
 
 
 @pytest.mark.parametrize("suffix, magic", [(".png", b"\x89PNG"), (".svg", b"<?xml")])
-def test_figures_save_png_and_svg(tmp_path, seeds_report, suffix, magic):
+def test_figures_save_png_and_svg(tmp_path, notebook_report, suffix, magic):
     path = tmp_path / f"blocks{suffix}"
-    gradproof.plot.blocks(seeds_report, path=path)
+    gradproof.plot.blocks(notebook_report, path=path)
     assert path.read_bytes().startswith(magic)
 
 
-def test_an_unknown_suffix_is_an_invalid_argument(tmp_path, seeds_report):
+def test_an_unknown_suffix_is_an_invalid_argument(tmp_path, notebook_report):
     with pytest.raises(gradproof.InvalidArgument, match=r"`path`=.*must end in .png or .svg"):
-        gradproof.plot.blocks(seeds_report, path=tmp_path / "blocks.jpg")
+        gradproof.plot.blocks(notebook_report, path=tmp_path / "blocks.jpg")
 
 
 def test_names_with_dollars_are_not_mathtext(tmp_path):
@@ -95,3 +95,19 @@ def test_names_with_dollars_are_not_mathtext(tmp_path):
     gradproof.plot.blocks(report, path=tmp_path / "b.svg")
     gradproof.plot.scatter(report, path=tmp_path / "s.svg")
     assert "cost$_{x}$^" in (tmp_path / "b.svg").read_text()
+
+
+def test_to_svg_gives_the_figure_as_svg_text(notebook_report):
+    svg = gradproof.plot.to_svg(gradproof.plot.blocks(notebook_report))
+    assert svg.startswith("<?xml") and svg.rstrip().endswith("</svg>")
+    assert "to_svg" in gradproof.plot.__all__
+
+
+def test_bars_take_the_colours_the_text_and_html_reports_use(notebook_report):
+    from matplotlib.colors import to_rgb
+
+    from gradproof._render.words import COLOUR
+
+    bars = gradproof.plot.blocks(notebook_report).axes[0].patches
+    expected = [to_rgb(COLOUR[b.status]) for b in notebook_report.blocks.values()]
+    assert np.allclose([bar.get_facecolor()[:3] for bar in bars], expected)

@@ -163,7 +163,7 @@ def test_a_batched_loss_probes_the_same():
     assert report.blocks["W"].wrong_elements == ((123,),)
 
 
-def test_probe_on_the_seeds_network_names_the_planted_blocks():
+def test_probe_on_the_notebooks_network_names_the_planted_blocks():
     from gradproof.examples import fraud
 
     loss, params, grads = fraud.problem(bugs=True)

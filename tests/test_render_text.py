@@ -6,6 +6,7 @@ import dataclasses
 import io
 
 import numpy as np
+import pytest
 from rich.console import Console
 
 import gradproof
@@ -113,8 +114,7 @@ def test_snapshot_at_60_columns_wraps_but_keeps_the_index_whole():
     assert text != EXPECTED
 
 
-def test_a_deterministic_check_renders_the_seeds_story(seeds):
-    import gradproof
+def test_a_deterministic_check_renders_the_notebooks_fraud_example():
     from gradproof.examples import fraud
 
     loss, params, grads = fraud.problem(bugs=True)
@@ -188,15 +188,32 @@ def test_piped_output_is_exactly_the_text_report():
     assert piped.getvalue() == EXPECTED
 
 
-def test_a_failure_below_the_seeds_band_says_why_it_still_fails():
+def test_a_failure_the_rule_of_thumb_calls_great_says_why_it_still_fails():
     # One element off by a relative 1e-6: the overall difference is ~1e-9 ("great" by the
-    # seeds' rule of thumb), but the error model finds the element; the verdict line says so.
+    # Gradient Checking notebook's rule of thumb), but the error model finds the element;
+    # the verdict line says so.
     theta = np.linspace(-1.0, 1.0, 100)
     wrong = np.cos(theta)
     wrong[17] *= 1 + 1e-6
     report = gradproof.check(lambda p: float(np.sum(np.sin(p))), theta, wrong)
     assert report.status == "fail" and report.difference < 1e-6
     text = str(report)
-    assert "great" in text and "the seeds' rule of thumb would pass this difference" in text
+    assert "great" in text and "the notebook's rule of thumb would pass this difference" in text
     right = gradproof.check(lambda p: float(np.sum(np.sin(p))), theta, np.cos(theta))
     assert "rule of thumb would pass" not in str(right)
+
+
+@pytest.mark.parametrize(
+    "difference, words",
+    [
+        (1e-9, "~1e-7 or less: great"),
+        (9.9e-7, "~1e-7 or less: great"),
+        (1e-6, "~1e-5: look closer"),
+        (9.9e-5, "~1e-5: look closer"),
+        (1e-4, "~1e-3 or more: worry"),
+        (float("nan"), "~1e-3 or more: worry"),
+    ],
+)
+def test_the_verdict_line_states_the_notebooks_rule_of_thumb(difference, words):
+    report = dataclasses.replace(failing_report(), difference=difference)
+    assert render_text(report).splitlines()[0].endswith(f"(error model; {words})")

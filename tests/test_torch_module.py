@@ -277,7 +277,7 @@ def test_bfloat16_model_is_checked_on_a_float64_copy(data):
 
 @pytest.mark.skipif(
     "executor" not in inspect.signature(gradproof.check).parameters,
-    reason="gradproof.check has no executor= yet (issue 4)",
+    reason="this gradproof.check takes no executor= (a thread pool to evaluate in)",
 )
 def test_a_thread_pool_sees_the_same_losses(data):
     # The private copy is shared by the threads: evaluations must not interleave.

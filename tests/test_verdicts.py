@@ -50,14 +50,14 @@ def test_default_is_richardson_and_a_given_eps_means_central():
 # ------------------------------------------------------- 2. the error model
 
 
-def test_error_model_catches_what_the_seeds_threshold_lets_through():
-    """One element wrong by 1e-6 relative: the seeds' difference says 'great', gradproof fails."""
+def test_error_model_catches_what_the_notebooks_threshold_lets_through():
+    """One element wrong by 1e-6 relative: the notebook's difference says 'great'; we fail."""
     loss, params, grad = tanh_net(0)
     g = grad(params)
     g["W"] = g["W"].copy()
     g["W"][3, 1] *= 1 + 1e-6
     report = gradproof.check(loss, params, g)
-    assert report.difference < 1e-7  # the seeds' rule would call this great
+    assert report.difference < 1e-7  # the notebook's rule would call this great
     assert report.status == "fail"
 
 

@@ -1,4 +1,4 @@
-"""`gradproof demo`: the seeds' story in two checks."""
+"""`gradproof demo`: the Gradient Checking notebook's fraud-detection example in two checks."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from gradproof.examples import fraud
 
 
 def run_demo(console: Console) -> None:
-    """Check the seeds' network with its planted bugs, then with them fixed."""
+    """Check the notebook's fraud-detection network with its planted bugs, then with them fixed."""
     for bugs, title in (
         (True, "1. backward_propagation_n, as the notebook ships it (two planted bugs)"),
         (False, "2. backward_propagation_n_fixed (dW2 without the 2, db1 with 1./m)"),
@@ -20,7 +20,7 @@ def run_demo(console: Console) -> None:
         console.print(Rule(title, align="left"))
         console.print(
             "gradproof.check(loss, params, grads, eps=1e-7)   "
-            "# the seeds' method: plain central differences"
+            "# the notebook's method: plain central differences"
         )
         print_report(check(loss, params, grads, eps=1e-7), console)
         console.print()

@@ -80,8 +80,8 @@ class Report:
 
     Attributes:
         status: ``"pass"``, ``"fail"`` or ``"inconclusive"``.
-        difference: the seeds' ``||g - g~|| / (||g|| + ||g~||)`` over every
-            checked coordinate.
+        difference: the relative difference ``||g - g~|| / (||g|| + ||g~||)`` of the
+            Gradient Checking notebook, over every checked coordinate.
         tol: the tolerance on ``difference`` (None: judged by the error model only).
         blocks: block name -> :class:`BlockResult`, in the order of the structure.
         suspects: failing blocks, the most likely origin of the bug first.
@@ -159,12 +159,9 @@ class Report:
 
     def _repr_html_(self) -> str:
         """The notebook view: the HTML report as a fragment, with plots if matplotlib is there."""
-        import importlib.util
+        from gradproof._render.html import render_notebook
 
-        from gradproof._render.html import render_html
-
-        plots = importlib.util.find_spec("matplotlib") is not None
-        return render_html(self, plots=plots, full_page=False)
+        return render_notebook(self)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         """IPython's plain-text view: the full text report."""
@@ -195,7 +192,7 @@ class TaylorResult:
 
 @dataclass(frozen=True)
 class SweepResult:
-    """The seeds' difference against the central-difference step ε.
+    """The notebook's relative difference against the central-difference step ε.
 
     Large ε: truncation error dominates; tiny ε: roundoff does. The curve is a V
     (on log axes) whose bottom is the best step.

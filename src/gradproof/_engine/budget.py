@@ -25,7 +25,7 @@ _FIX = (
 )
 
 
-@dataclass
+@dataclass(frozen=True)
 class Budget:
     """What a check may spend: ``seconds`` or ``evaluations`` (None: unlimited).
 
@@ -41,32 +41,35 @@ class Budget:
     reserved: int = 0  # evaluations kept back for work that must follow (a closing check)
 
     @classmethod
-    def parse(cls, budget: Any) -> Budget:
+    def parse(cls, budget: Any, reserved: int = 0) -> Budget:
         """Validate ``budget`` and turn it into a :class:`Budget`.
+
+        ``reserved`` evaluations are kept back for work that must follow the
+        budgeted part (the check's closing determinism test).
 
         Raises:
             InvalidArgument: not a positive number or a string such as "30s".
         """
         if budget is None:
-            return cls()
+            return cls(reserved=reserved)
         if isinstance(budget, bool):
             raise invalid("budget", budget, "must be seconds or loss evaluations", _FIX)
         if isinstance(budget, numbers.Integral):
             if int(budget) < 1:
                 raise invalid("budget", budget, "must allow at least 1 loss evaluation", _FIX)
-            return cls(evaluations=int(budget))
+            return cls(evaluations=int(budget), reserved=reserved)
         if isinstance(budget, numbers.Real):
             if not (math.isfinite(float(budget)) and float(budget) > 0):
                 raise invalid("budget", budget, "must be a finite number of seconds > 0", _FIX)
-            return cls(seconds=float(budget))
+            return cls(seconds=float(budget), reserved=reserved)
         if isinstance(budget, str):
-            return cls._parse_text(budget)
+            return cls._parse_text(budget, reserved)
         raise invalid(
             "budget", budget, f"is a {type(budget).__name__}, not seconds or evaluations", _FIX
         )
 
     @classmethod
-    def _parse_text(cls, text: str) -> Budget:
+    def _parse_text(cls, text: str, reserved: int) -> Budget:
         match = _PATTERN.match(text.lower())
         if match is None or match.group(2) not in ("", *_UNITS):
             raise invalid(
@@ -74,9 +77,9 @@ class Budget:
             )
         number, unit = match.groups()
         if unit:
-            return cls.parse(float(number) * _UNITS[unit])
+            return cls.parse(float(number) * _UNITS[unit], reserved)
         if re.fullmatch(r"[0-9]+", number):
-            return cls.parse(int(number))
+            return cls.parse(int(number), reserved)
         raise invalid(
             "budget",
             text,

@@ -16,71 +16,30 @@ block evenly.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from gradproof._engine.budget import Budget
-from gradproof._engine.evaluate import Evaluator
-from gradproof._engine.judge import Judged, judge_elements
-from gradproof._engine.schemes import SCHEMES, Scheme, default_step
+from gradproof._engine.context import Context, ModeResult
+from gradproof._engine.judge import (
+    SUSPECTS_NOTE,
+    Judged,
+    blocks_of,
+    global_signal,
+    judge_block,
+    judge_elements,
+    relative_difference,
+    unchecked,
+)
+from gradproof._engine.schemes import SCHEMES
 from gradproof._engine.tree import Layout
+from gradproof._report import BlockResult
 
 CHUNK_SECONDS = 0.5  # target duration of one chunk of evaluations between budget checks
 
-# Judged's arrays, in field order (numeric: the tolerance owed to the numerical derivative)
-JUDGED_FIELDS = ("numerical", "tolerance", "wrong", "kink", "numeric")
-
-
-@dataclass
-class Context:
-    """Everything a mode needs, set up once by :func:`gradproof.check`."""
-
-    layout: Layout
-    theta: np.ndarray
-    g: np.ndarray
-    evaluator: Evaluator
-    scheme: Scheme
-    adaptive: bool
-    eps: float | None
-    j0: float
-    delta: float
-    machine_eps: float
-    budget: Budget
-    seed: int
-    grad_eps: float
-    evaluate: Callable[[np.ndarray, np.ndarray], np.ndarray]
-    refined: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def rtol(self) -> float:
-        """The judge's relative slack: tight for Richardson, loose for plain central."""
-        if self.scheme.name == "central" and not self.adaptive:
-            return max(1e-6, 1e3 * self.machine_eps)
-        return max(1e-8, 100 * self.machine_eps)
-
-    @cached_property
-    def grad_scale(self) -> float:
-        """The largest element of the gradient under test (the judge's scale)."""
-        return float(np.max(np.abs(self.g), initial=0.0))
-
-    @property
-    def per_coordinate(self) -> int:
-        """Evaluations one coordinate costs (before any refinement)."""
-        return 2 if self.adaptive else self.scheme.evaluations_per_coordinate
-
-    def steps(self, theta: np.ndarray) -> np.ndarray:
-        """Per-coordinate steps: ``eps`` as given, or scaled to |theta| and the precision."""
-        if self.eps is not None:
-            return np.full(theta.shape, float(self.eps))
-        base = default_step(self.scheme.name, self.machine_eps)
-        if self.scheme.name == "complex":
-            return np.full(theta.shape, base)
-        return base * np.maximum(np.abs(theta), 1.0)
+# Judged's arrays (numeric_tolerance: the part of the tolerance owed to the numerical derivative)
+JUDGED_FIELDS = ("numerical", "tolerance", "wrong", "kink", "numeric_tolerance")
 
 
 def judge_coordinates(ctx: Context, indices: np.ndarray) -> Judged:
@@ -99,16 +58,23 @@ def judge_coordinates(ctx: Context, indices: np.ndarray) -> Judged:
     undecided = np.flatnonzero(judged.wrong | judged.kink)
     if undecided.size == 0:
         return judged
-    ctx.refined += int(undecided.size)
     more = ctx.evaluate(indices[undecided], offsets[undecided, 2:])
     values = np.concatenate([pair[undecided], more], axis=1)
     estimate = ctx.scheme.combine(ctx.j0, values, offsets[undecided], ctx.delta)
     second = judge_elements(
         g[undecided], estimate, ctx.scheme.name, ctx.rtol, ctx.grad_eps, ctx.grad_scale
     )
-    out = Judged(*(np.array(getattr(judged, f), copy=True) for f in JUDGED_FIELDS))
-    for name in JUDGED_FIELDS:
-        getattr(out, name)[undecided] = getattr(second, name)
+    merged = _arrays(judged)
+    for name, values in _arrays(second).items():
+        merged[name] = merged[name].copy()
+        merged[name][undecided] = values
+    return Judged(**merged, refined=int(undecided.size))
+
+
+def _arrays(judged: Judged) -> dict[str, np.ndarray]:
+    """``judged``'s element arrays by field name (the numeric tolerance filled in)."""
+    out = {name: getattr(judged, name) for name in JUDGED_FIELDS}
+    out["numeric_tolerance"] = judged.numeric
     return out
 
 
@@ -167,7 +133,11 @@ def run_coordinates(ctx: Context, wanted: np.ndarray, progress: Any) -> tuple[np
         )
     indices = np.concatenate(done)
     order = np.argsort(indices, kind="stable")
-    judged = Judged(*(np.concatenate([getattr(p, f) for p in parts])[order] for f in JUDGED_FIELDS))
+    arrays = [_arrays(p) for p in parts]
+    judged = Judged(
+        **{f: np.concatenate([a[f] for a in arrays])[order] for f in JUDGED_FIELDS},
+        refined=sum(p.refined for p in parts),
+    )
     return indices[order], judged
 
 
@@ -189,3 +159,107 @@ def _chunk_size(ctx: Context, remaining: int) -> int:
     if budget.seconds is not None and not budget.left(ctx.evaluator.evaluations):
         return 0
     return int(max(0, min(remaining, fits, max(target, 1))))
+
+
+def coordinate_mode(ctx: Context, mode: str, per_block: int | None, progress: Any) -> ModeResult:
+    """Run ``mode="full"`` (``per_block=None``) or ``"sample"``, and judge every block."""
+    wanted = round_robin(stratified_order(ctx.layout, per_block, ctx.seed))
+    if mode == "full" and not ctx.budget.limited:
+        wanted = np.sort(wanted)  # cache-friendly, and the notebook's order
+    indices, judged = run_coordinates(ctx, wanted, progress)
+    g, theta = ctx.g[indices], ctx.theta[indices]
+    signal = global_signal(g, judged.numerical)
+    blocks: list[BlockResult] = []
+    for block, sl, positions in blocks_of(ctx.layout, indices):
+        if positions.size == 0:
+            why = "not checked: the budget ran out before this block was reached"
+            blocks.append(unchecked(block, why))
+            continue
+        part = _slice_judged(judged, sl)
+        blocks.append(judge_block(block, positions, g[sl], theta[sl], part, signal, None))
+    extra: dict[str, Any] = {}
+    if ctx.adaptive:
+        extra["central_first"] = {"coordinates": int(indices.size), "refined": judged.refined}
+    coverage, miss = _coverage(ctx, mode, indices.size, per_block, blocks, extra)
+    extra["checked"] = {b.name: b.checked for b in blocks}
+    return ModeResult(
+        blocks=tuple(blocks),
+        difference=relative_difference(g, judged.numerical),
+        notes=_notes(judged, blocks),
+        coverage=coverage,
+        miss_probability=miss,
+        extra=extra,
+    )
+
+
+def _coverage(
+    ctx: Context,
+    mode: str,
+    done: int,
+    per_block: int | None,
+    blocks: list[BlockResult],
+    extra: dict[str, Any],
+) -> tuple[str, float | None]:
+    """The coverage sentence and the miss probability (None when every coordinate was seen)."""
+    total = ctx.theta.size
+    if done == total:
+        return f"every coordinate: {total} of {total}", None
+    extra["miss_probability_means"] = (
+        "the largest chance, over blocks, that one wrong element was not among the "
+        "checked coordinates (1 - checked/size); a bug touching a fraction f of a block "
+        "is missed with probability about (1 - f)^checked"
+    )
+    miss = max((1 - b.checked / max(_size(b), 1) for b in blocks), default=0.0)
+    return _partial_coverage(ctx, mode, done, per_block, blocks), miss
+
+
+def _size(block: BlockResult) -> int:
+    return int(np.prod(block.shape, dtype=np.int64))
+
+
+def _partial_coverage(
+    ctx: Context, mode: str, done: int, per_block: int | None, blocks: list[BlockResult]
+) -> str:
+    total = ctx.theta.size
+    what = (
+        f"a stratified random sample of up to {per_block} coordinates per block (seed {ctx.seed})"
+        if mode == "sample"
+        else f"coordinates in stratified random order (seed {ctx.seed})"
+    )
+    stopped = (
+        f"; the budget ({ctx.budget.describe()}) ran out first"
+        if ctx.budget.limited
+        and (mode == "full" or done < sum(min(per_block or 0, _size(b)) for b in blocks))
+        else ""
+    )
+    per = ", ".join(f"{b.name} {b.checked}/{_size(b)}" for b in blocks[:8])
+    more = f", and {len(blocks) - 8} more blocks" if len(blocks) > 8 else ""
+    return (
+        f"{done} of {total} coordinates: {what}{stopped}; not covered: {total - done} "
+        f"coordinates ({per}{more})"
+    )
+
+
+def _slice_judged(judged: Judged, sl: np.ndarray) -> Judged:
+    return replace(
+        judged,
+        numerical=judged.numerical[sl],
+        tolerance=judged.tolerance[sl],
+        wrong=judged.wrong[sl],
+        kink=judged.kink[sl],
+        numeric_tolerance=judged.numeric[sl],
+    )
+
+
+def _notes(judged: Judged, blocks: list[BlockResult]) -> tuple[str, ...]:
+    notes = []
+    kinks = int(np.sum(judged.kink))
+    if kinks:
+        notes.append(
+            f"{kinks} coordinate(s) sit near a kink (ReLU, max, abs): their one-sided "
+            "differences disagree, and the gradient matches one side, so they are not counted "
+            "as bugs; the numerical value shown for them is that side's."
+        )
+    if any(b.status == "fail" for b in blocks):
+        notes.append(SUSPECTS_NOTE)
+    return tuple(notes)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -226,6 +227,42 @@ class Evaluator:
                 + (" or choose a smaller step `eps`" if eps_sets_steps else ""),
             )
         return scalar
+
+
+def evaluate_offsets(
+    evaluator: Evaluator, is_complex: bool, indices: np.ndarray, offsets: np.ndarray
+) -> np.ndarray:
+    """``evaluator.coordinates(indices, offsets)``, checking that complex steps survive.
+
+    A complex step (``scheme="complex"``) needs a loss that computes with complex
+    parameters and keeps the imaginary part of its value; one that does not is
+    misuse of ``scheme``, reported as such rather than as a wrong gradient.
+    """
+    if not is_complex:
+        return evaluator.coordinates(indices, offsets)
+    fix = "use scheme='richardson' (the default), which needs only real arithmetic"
+    try:
+        with warnings.catch_warnings():
+            # float(z) of a complex z drops the imaginary part with only a warning
+            warnings.simplefilter("error", np.exceptions.ComplexWarning)
+            values = evaluator.coordinates(indices, offsets)
+    except (TypeError, np.exceptions.ComplexWarning) as error:
+        raise invalid(
+            "scheme",
+            "complex",
+            f"needs a loss that computes with complex parameters, but the loss raised "
+            f"{type(error).__name__}: {error}",
+            fix,
+        ) from error
+    if not np.any(values.imag):
+        raise invalid(
+            "scheme",
+            "complex",
+            "needs a loss whose value keeps the imaginary part (this loss returned real "
+            "values for complex parameters: abs, max or a cast to float drops it)",
+            fix,
+        )
+    return values
 
 
 def _finite(value: Any) -> bool:

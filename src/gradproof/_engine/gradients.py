@@ -20,8 +20,9 @@ def resolve_gradient(grad: Any, params: Any, layout: Layout) -> tuple[np.ndarray
     in float32 carries float32 rounding, which the judge must not call a bug.
 
     ``grad`` is the same structure as ``params`` or a callable returning it. The
-    seeds' convention is accepted too: a dict whose keys are ``"d" + name`` for
-    the parameters' names, where any other keys (``dZ1``, ``dA1``) are ignored.
+    Gradient Checking notebook's convention is accepted too: a dict whose keys
+    are ``"d" + name`` for the parameters' names, where any other keys (``dZ1``,
+    ``dA1``) are ignored.
 
     Raises:
         InvalidArgument: missing, extra or misshapen blocks, NaN or inf.
@@ -35,7 +36,7 @@ def resolve_gradient(grad: Any, params: Any, layout: Layout) -> tuple[np.ndarray
             "must be the gradient (the same structure as `params`) or a callable grad(params)",
             "pass the dict/array your backprop returns, or the backprop function itself",
         )
-    grad = _from_seed_convention(grad, params)
+    grad = _from_notebook_convention(grad, params)
     glayout, gflat = flatten(grad, argument="grad")
     gflat = _match_blocks(layout, glayout, gflat)
     if not np.all(np.isfinite(gflat)):
@@ -70,7 +71,7 @@ def _call_gradient(grad: Callable[[Any], Any], params: Any) -> Any:
     return grad(copy.deepcopy(params))
 
 
-def _from_seed_convention(grad: Any, params: Any) -> Any:
+def _from_notebook_convention(grad: Any, params: Any) -> Any:
     if not (isinstance(grad, Mapping) and isinstance(params, Mapping)):
         return grad
     if set(params).issubset(grad):
@@ -79,12 +80,13 @@ def _from_seed_convention(grad: Any, params: Any) -> Any:
     if renamed and set(renamed).issubset(grad):
         return {renamed_key: grad[f"d{renamed_key}"] for renamed_key in params}
     present = [key for key in renamed if key in grad]
-    if present and not any(k in grad for k in params):  # the seeds' convention, a key short
+    if present and not any(k in grad for k in params):  # the notebook's convention, a key short
         missing = [key for key in renamed if key not in grad]
         raise invalid(
             "grad",
             f"a dict with keys {sorted(map(str, grad))}",
-            f"follows the seeds' convention ('d' + parameter name) but has no {missing}",
+            "follows the Gradient Checking notebook's convention ('d' + parameter name) "
+            f"but has no {missing}",
             f"return {', '.join(repr(k) for k in missing)} from backprop as well",
         )
     return grad
@@ -107,7 +109,7 @@ def _match_blocks(layout: Layout, glayout: Layout, gflat: np.ndarray) -> np.ndar
             f"blocks {gnames}",
             f"must have the same blocks as `params` {names}, but has " + " and ".join(parts),
             "return one gradient per parameter, under the parameter's own name "
-            "(or 'd' + name, as in the seeds' backprop)",
+            "(or 'd' + name, as in the Gradient Checking notebook's backprop)",
         )
     by_name = {b.name: b for b in glayout.blocks}
     pieces = []

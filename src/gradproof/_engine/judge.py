@@ -30,6 +30,10 @@ KINK_SLACK = {"central": 1e-3, "richardson": 1e-3, "complex": 0.0}
 WORST_SHOWN = 5
 SAMPLE_SHOWN = 200  # (analytic, numerical) pairs kept per block for the scatter plot
 GRAD_ROUNDING = 8.0  # units of the gradient's own epsilon allowed per element
+SUSPECTS_NOTE = (
+    "Suspects are ordered latest block first: backprop runs from the output back "
+    "towards the input, so the latest failing block is where the first error arose."
+)
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,9 @@ class Judged:
     # The part of the tolerance owed to the numerical derivative alone (the rest
     # allows for a low-precision gradient's own rounding); None: all of it.
     numeric_tolerance: np.ndarray | None = None
+    # Coordinates among these that central differences could not clear, so that
+    # they were judged on Richardson's extra points (the default scheme only).
+    refined: int = 0
 
     @property
     def numeric(self) -> np.ndarray:
@@ -50,7 +57,7 @@ class Judged:
 
 
 def relative_difference(g: np.ndarray, n: np.ndarray) -> float:
-    """The seeds' ``||g - n||_2 / (||g||_2 + ||n||_2)``, 0 where both are 0."""
+    """The notebook's ``||g - n||_2 / (||g||_2 + ||n||_2)``, 0 where both are 0."""
     denom = float(np.linalg.norm(g) + np.linalg.norm(n))
     return float(np.linalg.norm(g - n)) / denom if denom > 0 else 0.0
 
@@ -196,8 +203,8 @@ def _block_status(
         return "fail", f"{len(wrong)} element(s) beyond the error model"
     if tol is not None and difference > tol:
         return "fail", f"difference {difference:.3g} > tol {tol:.3g}"
-    signal = max(_rms(n), _rms(g), 1e-3 * global_signal)
-    noise = _rms(t)
+    signal = max(rms(n), rms(g), 1e-3 * global_signal)
+    noise = rms(t)
     if signal > 0 and noise > INCONCLUSIVE_RATIO * signal:
         return "inconclusive", (
             f"the numerical derivative is too noisy to judge: its error bound is "
@@ -207,7 +214,8 @@ def _block_status(
     return "pass", ""
 
 
-def _rms(x: np.ndarray) -> float:
+def rms(x: np.ndarray) -> float:
+    """The root mean square of ``x`` (0 for an empty array)."""
     flat = x.ravel()
     return math.sqrt(float(np.dot(flat, flat)) / flat.size) if flat.size else 0.0
 
@@ -242,13 +250,14 @@ def _worst(
 
 
 def apply_tol(blocks: list[BlockResult], difference: float, tol: float | None) -> list[BlockResult]:
-    """The seeds' rule on top of the error model: the overall difference against ``tol``.
+    """The notebook's rule on top of the error model: the overall difference against ``tol``.
 
-    As in the seeds, ``tol`` judges one number, the difference over every checked
-    coordinate. Where that exceeds ``tol`` and the error model failed no block, the
-    blocks whose own difference exceeds ``tol`` fail (at least one does when the
-    overall one does); where the error model already names failing blocks, they
-    explain the overall difference, and no other block is blamed for it.
+    As in the Gradient Checking notebook, ``tol`` judges one number, the difference
+    over every checked coordinate. Where that exceeds ``tol`` and the error model
+    failed no block, the blocks whose own difference exceeds ``tol`` fail (at
+    least one does when the overall one does); where the error model already
+    names failing blocks, they explain the overall difference, and no other
+    block is blamed for it.
     """
     if tol is None or difference <= tol or any(b.status == "fail" for b in blocks):
         return blocks
@@ -299,7 +308,8 @@ def suspects(blocks: list[BlockResult]) -> tuple[str, ...]:
 
 
 def global_signal(g: np.ndarray, n: np.ndarray) -> float:
-    return max(_rms(g), _rms(n))
+    """The size of the whole checked gradient, below which a block's noise is judged."""
+    return max(rms(g), rms(n))
 
 
 def blocks_of(layout: Layout, indices: np.ndarray) -> list[tuple[Block, np.ndarray, np.ndarray]]:

@@ -10,6 +10,13 @@ Requirement: the loss must be picklable. Closures and lambdas are sent with
 ``cloudpickle`` where it is installed (it comes with Dask); otherwise the loss
 must be a module-level function. This is checked before any work is sent.
 A ``ThreadPoolExecutor`` needs no pickling (but a thread-safe loss).
+
+Executors that need special handling plug in without the engine knowing them:
+a package declares an adapter in the ``gradproof.executors`` entry-point group,
+named after the top-level module its executors come from (gradproof's own
+``distributed = "gradproof.dask._executor:adapt"``). The adapter takes the
+executor and the pickled payload and returns an executor; one that implements
+:class:`PieceExecutor` receives the work as pieces and sizes them itself.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from typing import Any
+from importlib.metadata import entry_points
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -36,6 +44,31 @@ PIECES_PER_WORKER = 4
 # Shipping a piece costs well under a millisecond.
 COORDINATES_PER_PIECE = 500
 _STATE: dict[str, Any] = {}  # in a worker process: the evaluator built by _initialise
+ADAPTER_GROUP = "gradproof.executors"  # entry points: executor module -> adapter
+_ADAPTERS: dict[str, Callable[[Executor, Any], Executor] | None] = {}  # looked up once each
+_STANDARD = frozenset({"concurrent", "multiprocessing", "loky"})  # need no adapter
+
+
+@runtime_checkable
+class PieceExecutor(Protocol):
+    """An executor that runs :class:`Pool`'s pieces of work its own way.
+
+    Returned by an adapter from the ``gradproof.executors`` entry points (see
+    the module docstring); :class:`Pool` asks it how many pieces to cut and
+    hands it each piece, instead of submitting :func:`evaluate_piece` itself.
+    """
+
+    def pieces(self, n: int, k: int) -> int:
+        """How many pieces to cut ``n`` coordinates of ``k`` evaluations each into."""
+        ...
+
+    def submit_piece(self, indices: np.ndarray, offsets: np.ndarray) -> Future[np.ndarray]:
+        """Evaluate J at ``indices`` shifted by ``offsets`` (shape ``offsets.shape``)."""
+        ...
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Release what the executor holds for this check."""
+        ...
 
 
 def validate_workers(workers: Any, executor: Any) -> None:
@@ -120,9 +153,7 @@ class Pool:
             self.executor: Executor = _start(int(workers or 1), self.payload)
             self.payload = None  # the workers hold it already
         else:
-            # Issue 7 (Dask): a Dask client's executor goes through gradproof.dask, which
-            # sends the payload once per worker and sizes the tasks (see _dask_aware).
-            self.executor = _dask_aware(executor, self.payload)
+            self.executor = adapted(executor, self.payload)
 
     def coordinates(
         self,
@@ -137,17 +168,10 @@ class Pool:
         ``progress`` (a gradproof._engine.progress.Progress) is told how many were sent.
         """
         n, k = offsets.shape
-        split = getattr(self.executor, "gradproof_pieces", None)  # issue 7: Dask sizes its tasks
-        local = max(self.parallelism * PIECES_PER_WORKER, -(-n // COORDINATES_PER_PIECE))
-        count = split(n, k) if split is not None else min(n, local)
-        pieces = np.array_split(np.arange(n), count)
         futures: dict[Future[np.ndarray], np.ndarray] = {}
-        for rows in pieces:
+        for rows in np.array_split(np.arange(n), self._pieces(n, k)):
             if rows.size:
-                future = self.executor.submit(
-                    _evaluate_piece, self.payload, indices[rows], offsets[rows]
-                )
-                futures[future] = rows
+                futures[self._submit(indices[rows], offsets[rows])] = rows
         if progress is not None:
             progress.chunks_sent(len(futures))
         out = np.empty((n, k), dtype=np.complex128 if np.iscomplexobj(offsets) else np.float64)
@@ -164,17 +188,38 @@ class Pool:
         return out
 
     def close(self) -> None:
+        """Shut down the workers this pool started; a user's executor only lets go of the check."""
         if self.owned:
             self.executor.shutdown(wait=True, cancel_futures=True)
+        elif isinstance(self.executor, PieceExecutor):
+            self.executor.shutdown()
+
+    def _pieces(self, n: int, k: int) -> int:
+        if isinstance(self.executor, PieceExecutor):
+            return self.executor.pieces(n, k)
+        local = max(self.parallelism * PIECES_PER_WORKER, -(-n // COORDINATES_PER_PIECE))
+        return min(n, local)
+
+    def _submit(self, indices: np.ndarray, offsets: np.ndarray) -> Future[np.ndarray]:
+        if isinstance(self.executor, PieceExecutor):
+            return self.executor.submit_piece(indices, offsets)
+        return self.executor.submit(evaluate_piece, self.payload, indices, offsets)
 
 
-def _dask_aware(executor: Executor, payload: Any) -> Executor:
-    """Issue 7: a Dask client's executor adapted by gradproof.dask; any other unchanged."""
-    if type(executor).__module__.partition(".")[0] != "distributed":
+def adapted(executor: Executor, payload: Any) -> Executor:
+    """``executor`` as its package's adapter returns it, or unchanged where none is declared.
+
+    Adapters come from the ``gradproof.executors`` entry points, named after the
+    top-level module of the executor's class, and are looked up once per module.
+    """
+    module = type(executor).__module__.partition(".")[0]
+    if module in _STANDARD:
         return executor
-    from gradproof.dask._executor import adapt
-
-    return adapt(executor, payload)
+    if module not in _ADAPTERS:
+        found = [e for e in entry_points(group=ADAPTER_GROUP) if e.name == module]
+        _ADAPTERS[module] = found[0].load() if found else None
+    adapt = _ADAPTERS[module]
+    return executor if adapt is None else adapt(executor, payload)
 
 
 @contextmanager
@@ -228,25 +273,31 @@ def _start(workers: int, payload: bytes) -> ProcessPoolExecutor:
 
 
 def _initialise(payload: bytes) -> None:
-    _STATE["evaluator"] = _evaluator(pickle.loads(payload))
+    _STATE["evaluator"] = evaluator_from(pickle.loads(payload))
 
 
 def _ready() -> bool:
     return True
 
 
-def _evaluator(state: Any) -> Any:
+def evaluator_from(state: Any) -> Any:
+    """A worker's :class:`~gradproof._engine.evaluate.Evaluator` from the unpickled payload."""
     from gradproof._engine.evaluate import Evaluator
 
     loss, layout, theta, batched = state
     return Evaluator(loss, layout, theta, batched=batched)
 
 
-def _evaluate_piece(payload: Any, indices: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+def evaluate_piece(payload: Any, indices: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """On a worker: J at ``indices`` shifted by ``offsets``, shape ``offsets.shape``.
+
+    ``payload`` is None where the worker's initializer already holds the
+    evaluator, pickled bytes, or (in a thread) the state itself.
+    """
     if payload is None:
         evaluator = _STATE["evaluator"]
     elif isinstance(payload, bytes):
-        evaluator = _evaluator(pickle.loads(payload))
+        evaluator = evaluator_from(pickle.loads(payload))
     else:
-        evaluator = _evaluator(payload)
+        evaluator = evaluator_from(payload)
     return np.asarray(evaluator.coordinates(indices, offsets))

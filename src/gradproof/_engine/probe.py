@@ -21,33 +21,26 @@ whose probes all show the same ratio gradient/numerical (a scale bug), or
 whose failing halves multiply past ``WIDE``, is wrong nearly everywhere: it
 is not descended but checked on a sample of its coordinates instead, which
 gives real element values and the judge's diagnosis.
+
+This module searches; :mod:`gradproof._engine.probe_verdict` turns what the
+search found into block verdicts and the mode's result.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from statistics import median
 from typing import Any
 
 import numpy as np
 
-from gradproof._engine.coordinates import Context, judge_coordinates
-from gradproof._engine.diagnose import listed, scale_of
-from gradproof._engine.judge import (
-    blocks_of,
-    judge_block,
-    judge_elements,
-    relative_difference,
-    unchecked,
-)
+from gradproof._engine.context import Context
+from gradproof._engine.judge import judge_elements
 from gradproof._engine.schemes import SCHEMES, default_step
 from gradproof._engine.tree import Block
-from gradproof._report import BlockResult, Diagnosis, ElementResult, Index
 
 WIDE = 16  # failing halves at one depth beyond which a block counts as wrong throughout
-SAMPLED = 32  # coordinates checked in a block that is wrong throughout
 SAME_RATIO = 1e-2  # ratios gradient/numerical this consistent (relative to |ratio - 1|): scale
-INCONCLUSIVE_RATIO = 0.1
 
 
 @dataclass(frozen=True)
@@ -146,12 +139,22 @@ class BlockProbes:
         return [p for p in self.probes if p.wrong]
 
 
-def probe_blocks(ctx: Context, per_block: int, progress: Any) -> tuple[list[BlockProbes], int]:
+@dataclass(frozen=True)
+class ProbeRun:
+    """The search's outcome: per-block findings, the rounds every passing block got,
+    and the probes spent in all."""
+
+    found: tuple[BlockProbes, ...]
+    rounds: int
+    probes: int
+
+
+def probe_blocks(ctx: Context, per_block: int, progress: Any) -> ProbeRun:
     """Probe every block up to ``per_block`` times, round-robin, within the budget.
 
     A block whose probe fails is localised at once (the most informative work
     there is) and probed no further; the others get every round the budget
-    allows. Returns the per-block findings and the rounds every passing block got.
+    allows.
     """
     prober = Prober(ctx)
     found = [BlockProbes(block, [], [], []) for block in ctx.layout.blocks]
@@ -172,8 +175,7 @@ def probe_blocks(ctx: Context, per_block: int, progress: Any) -> tuple[list[Bloc
             if entry.failing:
                 _localise(prober, entry, progress)
         rounds += 1
-    ctx.extra["probes"] = prober.probes
-    return found, rounds
+    return ProbeRun(tuple(found), rounds, prober.probes)
 
 
 def _localise(prober: Prober, entry: BlockProbes, progress: Any) -> None:
@@ -251,137 +253,3 @@ def _same_ratio(probes: list[Probe]) -> bool:
     # The ratios must agree closely compared with their distance from 1: a single
     # wrong element moves each probe's ratio by a different amount.
     return bool(np.max(np.abs(ratios - middle)) <= SAME_RATIO * abs(middle - 1))
-
-
-def block_result(ctx: Context, entry: BlockProbes, signal: float) -> BlockResult:
-    """The verdict for one probed block."""
-    block = entry.block
-    if entry.wide and _affordable_sample(ctx, block) > 0:
-        return _sampled_block(ctx, entry, signal)
-    if not entry.probes:
-        return unchecked(block, "not checked: the budget ran out before this block's first probe")
-    a = np.array([p.analytic for p in entry.probes])
-    n = np.array([p.numerical for p in entry.probes])
-    t = np.array([p.tolerance for p in entry.probes])
-    elements = [_element(ctx, block, p) for p in entry.found]
-    wrong = tuple(e.index for e in elements)
-    if entry.failing:
-        status, reason = "fail", _fail_reason(entry, wrong)
-    elif entry.probes and _rms(t) > INCONCLUSIVE_RATIO * max(_rms(a), _rms(n), 1e-3 * signal):
-        status, reason = (
-            "inconclusive",
-            (
-                f"the directional derivatives are too noisy to judge: their error bound is "
-                f"{_rms(t) / max(_rms(a), _rms(n), 1e-300):.0%} of their size. Try float64 "
-                "evaluation or mode='full'"
-            ),
-        )
-    else:
-        status, reason = "pass", ""
-    worst = sorted(elements, key=lambda e: -e.abs_error / max(e.tolerance, 1e-300))
-    diagnosis = None
-    if status == "fail":
-        diagnosis = _diagnosis(block.name, wrong, entry)
-    return BlockResult(
-        name=block.name,
-        shape=block.shape,
-        status=status,  # type: ignore[arg-type]
-        difference=relative_difference(a, n),
-        scale=scale_of(a, n),
-        max_abs_error=max(
-            [e.abs_error for e in elements], default=float(np.max(np.abs(a - n), initial=0.0))
-        ),
-        worst_index=worst[0].index if worst else (),
-        checked=block.size if entry.probes else 0,
-        wrong_elements=wrong,
-        worst=tuple(worst[:5]),
-        diagnosis=diagnosis,
-        reason=reason,
-    )
-
-
-def _fail_reason(entry: BlockProbes, wrong: tuple[Index, ...]) -> str:
-    parts = [f"{len(entry.failing)} of {len(entry.probes)} probes beyond the error model"]
-    if wrong:
-        parts.append(f"bisection found {len(wrong)} wrong element(s)")
-    if entry.unresolved:
-        spans = ", ".join(f"{p.size} coordinates" for p in entry.unresolved[:3])
-        parts.append(f"not localised further: {spans}")
-    return "; ".join(parts)
-
-
-def _diagnosis(name: str, wrong: tuple[Index, ...], entry: BlockProbes) -> Diagnosis:
-    if wrong:
-        return Diagnosis(
-            "elements",
-            f"{name}: {len(wrong)} element(s) wrong ({listed(wrong)}), the rest match their "
-            "probes — look for an indexing or slicing bug, or a special case at these positions",
-        )
-    return Diagnosis(
-        "general",
-        f"{name}: the block's directional derivatives disagree, but bisection could not "
-        "isolate single elements within the budget — rerun with a larger budget or mode='full'",
-    )
-
-
-def _element(ctx: Context, block: Block, probe: Probe) -> ElementResult:
-    i = probe.lo
-    sign = 1.0 if probe.signs is None else float(probe.signs[0])
-    u = sign * max(abs(float(ctx.theta[i])), 1.0)
-    g, n = float(ctx.g[i]), probe.numerical / u
-    error = abs(g - n)
-    denom = max(abs(g), abs(n))
-    return ElementResult(
-        block=block.name,
-        index=block.unravel(i - block.start),
-        analytic=g,
-        numerical=n,
-        abs_error=error,
-        rel_error=error / denom if denom > 0 else 0.0,
-        tolerance=probe.tolerance / abs(u),
-    )
-
-
-def _affordable_sample(ctx: Context, block: Block) -> int:
-    """How many of a wrong-throughout block's coordinates to judge: SAMPLED, or what the
-    budget has left room for (at a coordinate's most, Richardson's 4 evaluations)."""
-    count = min(SAMPLED, block.size)
-    cost = len(ctx.scheme.multiples)
-    while count > 0 and not ctx.budget.left(ctx.evaluator.evaluations, cost * count):
-        count //= 2
-    return count
-
-
-def _sampled_block(ctx: Context, entry: BlockProbes, signal: float) -> BlockResult:
-    """A block wrong nearly everywhere: judge a seeded sample of its coordinates instead."""
-    block = entry.block
-    rng = np.random.default_rng(ctx.seed + 1)
-    count = _affordable_sample(ctx, block)
-    chosen = np.sort(block.start + rng.choice(block.size, count, replace=False))
-    judged = judge_coordinates(ctx, chosen)
-    ((_, sl, positions),) = [b for b in blocks_of(ctx.layout, chosen) if b[0] is block]
-    result = judge_block(block, positions, ctx.g[chosen], ctx.theta[chosen], judged, signal, None)
-    if result.status != "fail":  # the sample missed what the probes saw
-        result = replace(result, status="fail", diagnosis=_diagnosis(block.name, (), entry))
-    return replace(
-        result,
-        checked=block.size,
-        reason=(
-            f"wrong throughout ({entry.wide}); not bisected: {result.checked} sampled "
-            f"coordinates judged, {len(result.wrong_elements)} of them wrong"
-        ),
-    )
-
-
-def _rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(x)))) if x.size else 0.0
-
-
-def miss_bound(rounds: int) -> float:
-    """P(a bug with an element error above a probe's tolerance goes unseen) <= 2^-rounds."""
-    return float(0.5**rounds) if rounds else 1.0
-
-
-def detectable(entry: BlockProbes, ctx: Context) -> float:
-    """The largest probe tolerance of the block: element errors above it are caught."""
-    return max((p.tolerance for p in entry.probes), default=float("inf"))

@@ -63,8 +63,8 @@ class Scheme:
 
         With ``exact`` the offsets are made exactly representable
         ((x + o) - x == o), which removes one rounding error from each difference;
-        the seeds' own method does not do this, so user-given steps keep ``exact``
-        off and reproduce the seeds' numbers to the last digit.
+        the notebook's own method does not do this, so user-given steps keep ``exact``
+        off and reproduce the notebook's numbers to the last digit.
         """
         if self.is_complex:
             return np.outer(h, np.array(self.multiples, dtype=np.complex128))

@@ -120,7 +120,7 @@ def sweep(
     *,
     eps: Sequence[float] | None = None,
 ) -> SweepResult:
-    """The seeds' relative difference for plain central differences over a range of ε.
+    """The notebook's relative difference for plain central differences over a range of ε.
 
     Cost: ``2 N`` loss evaluations per ε (13 values by default, 1e-1 to 1e-13).
 

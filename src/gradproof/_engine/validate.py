@@ -50,3 +50,39 @@ def validate_scheme(scheme: Any) -> None:
 def validate_callable(argument: str, value: Any, fix: str) -> None:
     if not callable(value):
         raise invalid(argument, value, "must be callable", fix)
+
+
+def validate_mode(mode: Any, samples: Any, seed: Any, scheme: Any) -> None:
+    """``mode`` one of :data:`MODES`; ``samples``, ``seed`` and ``scheme`` fit it."""
+    if mode not in MODES:
+        raise invalid(
+            "mode",
+            mode,
+            f"must be one of {list(MODES)}",
+            "use 'full' (every coordinate), 'sample' (k coordinates per block) or 'probe' "
+            "(random directions per block, then bisection to the wrong elements)",
+        )
+    if samples is not None:
+        if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 1:
+            raise invalid(
+                "samples",
+                samples,
+                "must be a whole number >= 1",
+                "pass samples=32 (coordinates per block in mode='sample', directions per "
+                "block in mode='probe'), or leave samples=None for the default",
+            )
+        if mode == "full":
+            raise invalid(
+                "samples",
+                samples,
+                "has no meaning with mode='full', which checks every coordinate",
+                "pass mode='sample' or mode='probe' with it, or drop `samples`",
+            )
+    validate_seed(seed)
+    if mode == "probe" and scheme == "complex":
+        raise invalid(
+            "scheme",
+            scheme,
+            "is not available with mode='probe' (probes shift many coordinates at once)",
+            "use scheme='richardson' (or 'auto') with mode='probe', or mode='full'",
+        )

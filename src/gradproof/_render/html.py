@@ -21,30 +21,44 @@ import base64
 import html
 import importlib.util
 from collections.abc import Iterable
+from string import Template
+from typing import TYPE_CHECKING
 
-from gradproof._render.text import (
-    WORD,
-    band,
-    bound,
+from gradproof._render.words import (
+    AMBER,
+    BLOCK_COLUMNS,
+    ELEMENT_COLUMNS,
+    GREEN,
+    INK,
+    NOTE,
+    RED,
+    SUSPECTS,
+    TITLE,
+    VERDICT,
     counts_text,
     covered,
+    difference_text,
+    element_text,
     explanations,
     index_text,
+    scale_text,
     shape_text,
     status_text,
     worst_elements,
 )
-from gradproof._report import Report
 
-CSS = """
+if TYPE_CHECKING:
+    from gradproof._report import Report
+
+CSS = Template("""
 .gradproof { font-family: system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif;
-  color: #1b1b1b; max-width: 70em; line-height: 1.4; }
+  color: $ink; max-width: 70em; line-height: 1.4; }
 .gradproof h1 { font-size: 1.4em; margin: 0.3em 0; }
 .gradproof h2 { font-size: 1.1em; margin: 1.2em 0 0.4em; }
 .gradproof .verdict { padding: 0.2em 0.5em; border-radius: 0.3em; color: #fff; }
-.gradproof .pass { background: #2e7d32; } .gradproof .fail { background: #c62828; }
-.gradproof .inconclusive { background: #f9a825; }
-.gradproof td.status.inconclusive, .gradproof .verdict.inconclusive { color: #1b1b1b; }
+.gradproof .pass { background: $green; } .gradproof .fail { background: $red; }
+.gradproof .inconclusive { background: $amber; }
+.gradproof td.status.inconclusive, .gradproof .verdict.inconclusive { color: $ink; }
 .gradproof table { border-collapse: collapse; font-size: 0.9em; }
 .gradproof th, .gradproof td { padding: 0.2em 0.8em; border-bottom: 1px solid #ddd;
   text-align: right; }
@@ -55,7 +69,8 @@ CSS = """
 .gradproof .muted { color: #555; font-size: 0.9em; }
 .gradproof figure { display: inline-block; margin: 0.5em 1em 0.5em 0; }
 .gradproof figure img { max-width: 100%; }
-"""
+""").substitute(ink=INK, green=GREEN, red=RED, amber=AMBER)
+NO_MATPLOTLIB = "Plots need matplotlib, which is not installed: pip install 'gradproof[plot]'"
 
 
 def render_html(report: Report, *, plots: bool = True, full_page: bool = True) -> str:
@@ -68,18 +83,17 @@ def render_html(report: Report, *, plots: bool = True, full_page: bool = True) -
         full_page: a complete ``<!DOCTYPE html>`` document; False gives a fragment.
     """
     e = html.escape
-    word = WORD[report.status]
+    word = VERDICT[report.status]
     parts = [
         '<div class="gradproof">',
         f"<style>{CSS}</style>",
-        f'<h1>gradient check: <span class="verdict {report.status}">{word}</span></h1>',
-        f"<p>difference {report.difference:.3e} ({e(bound(report))}; "
-        f"{e(band(report.difference))})</p>",
+        f'<h1>{TITLE}: <span class="verdict {report.status}">{word}</span></h1>',
+        f"<p>{e(difference_text(report))}</p>",
         _blocks_table(report),
         f"<p>{e(counts_text(report))}</p>",
         *_suspects(report),
         *_worst(report),
-        *(f'<p class="note">note: {e(note)}</p>' for note in report.notes),
+        *(f'<p class="note">{e(NOTE + note)}</p>' for note in report.notes),
         f'<p class="muted coverage">{e(covered(report))}</p>',
     ]
     if plots:
@@ -94,19 +108,24 @@ def render_html(report: Report, *, plots: bool = True, full_page: bool = True) -
     )
 
 
+def render_notebook(report: Report) -> str:
+    """The notebook view: a fragment, with plots where matplotlib is installed."""
+    plots = importlib.util.find_spec("matplotlib") is not None
+    return render_html(report, plots=plots, full_page=False)
+
+
 def _blocks_table(report: Report) -> str:
     e = html.escape
     rows = [
         "<tr>"
         f'<td class="name">{e(b.name)}</td><td>{shape_text(b.shape)}</td>'
-        f"<td>{b.difference:.2e}</td><td>{'-' if b.scale is None else f'{b.scale:.2f}'}</td>"
+        f"<td>{b.difference:.2e}</td><td>{scale_text(b)}</td>"
         f"<td>{b.max_abs_error:.2e}</td><td>{index_text(b.worst_index)}</td>"
         f'<td class="status {b.status}">{e(status_text(b))}</td>'
         "</tr>"
         for b in report.blocks.values()
     ]
-    header = _header(("block", "shape", "difference", "scale", "max |error|", "worst at", "status"))
-    return f'<table class="blocks">{header}{"".join(rows)}</table>'
+    return f'<table class="blocks">{_header(BLOCK_COLUMNS)}{"".join(rows)}</table>'
 
 
 def _header(columns: Iterable[str]) -> str:
@@ -117,10 +136,7 @@ def _suspects(report: Report) -> list[str]:
     e = html.escape
     out = []
     if report.suspects:
-        out.append(
-            "<h2>suspects (latest block first; backprop runs output to input): "
-            f"{e(', '.join(report.suspects))}</h2>"
-        )
+        out.append(f"<h2>{e(SUSPECTS + ', '.join(report.suspects))}</h2>")
     lines = explanations(report)
     if lines:
         out.append("<ul>" + "".join(f"<li>{e(line)}</li>" for line in lines) + "</ul>")
@@ -134,30 +150,27 @@ def _worst(report: Report) -> list[str]:
     e = html.escape
     body = "".join(
         "<tr>"
-        f'<td class="name">{e(x.label + (f" ({x.note})" if x.note else ""))}</td>'
+        f'<td class="name">{e(element_text(x))}</td>'
         f"<td>{x.analytic:.6e}</td><td>{x.numerical:.6e}</td><td>{x.abs_error:.2e}</td>"
         f"<td>{x.rel_error:.2e}</td><td>{x.tolerance:.2e}</td>"
         "</tr>"
         for x in rows
     )
-    header = _header(("element", "analytic", "numerical", "abs error", "rel error", "tolerance"))
+    header = _header(ELEMENT_COLUMNS)
     return ["<h2>worst elements</h2>", f'<table class="worst">{header}{body}</table>']
 
 
 def _plots(report: Report) -> list[str]:
     if importlib.util.find_spec("matplotlib") is None:
-        return [
-            '<p class="muted">Plots need matplotlib, which is not installed: '
-            "pip install 'gradproof[plot]'</p>"
-        ]
-    from gradproof.plot import _figures
+        return [f'<p class="muted">{NO_MATPLOTLIB}</p>']
+    import gradproof.plot
 
     out = ["<h2>plots</h2>"]
     for figure, caption in (
-        (_figures.blocks(report), "difference per block, with the verdict thresholds"),
-        (_figures.scatter(report), "analytic against numerical (worst elements per block)"),
+        (gradproof.plot.blocks(report), "difference per block, with the verdict thresholds"),
+        (gradproof.plot.scatter(report), "analytic against numerical (worst elements per block)"),
     ):
-        data = base64.b64encode(_figures.svg_text(figure).encode()).decode("ascii")
+        data = base64.b64encode(gradproof.plot.to_svg(figure).encode()).decode("ascii")
         out.append(
             f'<figure><img alt="{html.escape(caption)}" src="data:image/svg+xml;base64,{data}">'
             f'<figcaption class="muted">{html.escape(caption)}</figcaption></figure>'

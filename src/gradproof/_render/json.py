@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gradproof._report import BlockResult, Report
+if TYPE_CHECKING:
+    from gradproof._report import BlockResult, Report
 
 
 def render_json(report: Report, *, indent: int | None = 2) -> str:

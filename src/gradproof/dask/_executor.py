@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from gradproof._engine.parallel import PIECES_PER_WORKER, _evaluate_piece, _evaluator
+from gradproof._engine.parallel import PIECES_PER_WORKER, evaluator_from
 
 TASK_OVERHEAD = 1e-3  # seconds Dask spends per task: scheduling, messages, (de)serialisation
 OVERHEAD_SHARE = 0.02  # the most of a task's time that overhead may take
@@ -87,8 +87,10 @@ def pieces(n: int, k: int, seconds_per_evaluation: float, threads: int) -> int:
 class DaskExecutor(Executor):
     """Wraps ``client.get_executor()``: the payload sent once, tasks sized by cost.
 
-    Built by :func:`adapt`; :class:`gradproof._engine.parallel.Pool` asks
-    :meth:`gradproof_pieces` how many tasks to make, then submits them.
+    Built by :func:`adapt`, the ``distributed`` adapter in gradproof's
+    ``gradproof.executors`` entry points. It is a
+    :class:`gradproof._engine.parallel.PieceExecutor`: the Pool asks :meth:`pieces`
+    how many tasks to make, then hands each to :meth:`submit_piece`.
     """
 
     def __init__(self, inner: Executor, payload: bytes) -> None:
@@ -103,14 +105,16 @@ class DaskExecutor(Executor):
         """Worker threads in the cluster now (at least 1)."""
         return max(1, sum(self.client.nthreads().values()))
 
-    def gradproof_pieces(self, n: int, k: int) -> int:
+    def pieces(self, n: int, k: int) -> int:
         """How many tasks the Pool should cut ``n`` coordinates into (see :func:`pieces`)."""
         return pieces(n, k, self._ship(), self.threads)
 
+    def submit_piece(self, indices: np.ndarray, offsets: np.ndarray) -> Future[np.ndarray]:
+        """One task: J at ``indices`` shifted by ``offsets``, on a worker holding the payload."""
+        self._ship()
+        return self.inner.submit(_run_piece, self.shipped, self.shipped.key, indices, offsets)
+
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        if fn is _evaluate_piece and args and args[0] is self.payload:
-            self._ship()
-            return self.inner.submit(_run_piece, self.shipped, self.shipped.key, *args[1:])
         return self.inner.submit(fn, *args, **kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -148,7 +152,7 @@ def _cached_evaluator(payload: bytes, key: str) -> Any:
         if evaluator is not None:
             _CACHE.move_to_end(slot)
             return evaluator
-    evaluator = _evaluator(pickle.loads(payload))
+    evaluator = evaluator_from(pickle.loads(payload))
     held = _held_keys()
     with _CACHE_LOCK:
         for done in [other for other in _CACHE if held is not None and other[0] not in held]:

@@ -1,1 +1,4 @@
-"""Worked examples: the seeds' fraud-detection network (:mod:`gradproof.examples.fraud`)."""
+"""Worked examples: the Gradient Checking notebook's fraud-detection network.
+
+See :mod:`gradproof.examples.fraud`.
+"""

@@ -1,6 +1,6 @@
-"""The seeds' fraud-detection network and gradient-checking helpers.
+"""The Gradient Checking notebook's fraud-detection network and gradient-checking helpers.
 
-The Gradient Checking notebook's functions, under their own names and
+The functions of the notebook (from deeplearning.ai's course), under their own names and
 signatures, with its printed messages and its 2e-7 threshold:
 ``forward_propagation``, ``backward_propagation`` and ``gradient_check`` for
 the 1-D model J(theta) = theta * x; ``forward_propagation_n`` and
@@ -284,7 +284,7 @@ def gradient_check_n(
 def problem(
     bugs: bool = True, lambd: float = 0.0, keep_prob: float = 1.0
 ) -> tuple[Any, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(loss, params, gradients) of the seeds' test case, ready for ``gradproof.check``.
+    """(loss, params, gradients) of the notebook's test case, ready for ``gradproof.check``.
 
     ``bugs=False`` uses the corrected backprop. With ``keep_prob < 1`` the loss
     draws fresh dropout masks at every call, as a real training loss does.

@@ -7,6 +7,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 import numpy as np
@@ -14,10 +15,11 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from gradproof._errors import invalid
-from gradproof._report import Report, SweepResult, TaylorResult
+from gradproof._render.words import BANDS, BLUE, COLOUR, RED, TITLE, VERDICT
 
-COLOUR = {"pass": "#2e7d32", "fail": "#c62828", "inconclusive": "#f9a825"}
-BANDS = ((1e-7, "1e-7: great"), (1e-5, "1e-5: look closer"), (1e-3, "1e-3: worry"))
+if TYPE_CHECKING:
+    from gradproof._report import Report, SweepResult, TaylorResult
+
 FORMATS = (".png", ".svg")
 TINY = 1e-18  # where a zero goes on a log axis
 
@@ -49,7 +51,10 @@ def _done(figure: Figure, path: str | Path | None) -> Figure:
 
 
 def blocks(report: Report, *, path: str | Path | None = None) -> Figure:
-    """Bar chart of the seeds' difference per block, log scale, thresholds drawn.
+    """Bar chart of the relative difference per block, log scale, thresholds drawn.
+
+    The thresholds are the Gradient Checking notebook's rule of thumb: 1e-7 great,
+    1e-5 look closer, 1e-3 worry.
 
     Args:
         report: a :class:`~gradproof.Report`.
@@ -74,37 +79,40 @@ def blocks(report: Report, *, path: str | Path | None = None) -> Figure:
             rotation_mode="anchor",
         )
         ax.set_yscale("log")
-        for level, label in BANDS:
-            ax.axhline(level, color="0.45", linestyle="--", linewidth=0.8)
-            ax.annotate(
-                label,
-                (1.0, level),
-                xycoords=("axes fraction", "data"),
-                xytext=(4, 0),
-                textcoords="offset points",
-                va="center",
-                fontsize=8,
-            )
-        if report.tol is not None:
-            ax.axhline(report.tol, color="#1565c0", linewidth=1.0)
-            ax.annotate(
-                f"tol {report.tol:.0e}",
-                (0.0, report.tol),
-                xycoords=("axes fraction", "data"),
-                xytext=(2, 3),
-                textcoords="offset points",
-                fontsize=8,
-                color="#1565c0",
-            )
-        low = min(*values, 1e-9) / 3
-        high = max(*values, 1e-2) * 3
-        ax.set_ylim(low, high)
+        _thresholds(ax, report.tol)
+        ax.set_ylim(min(*values, 1e-9) / 3, max(*values, 1e-2) * 3)
         ax.set_ylabel("difference ‖g − g̃‖ / (‖g‖ + ‖g̃‖)")
         ax.set_title(
-            f"gradient check: {report.status.upper()} (difference {report.difference:.2e})",
+            f"{TITLE}: {VERDICT[report.status]} (difference {report.difference:.2e})",
             fontsize=10,
         )
     return _done(figure, path)
+
+
+def _thresholds(ax: Axes, tol: float | None) -> None:
+    """The rule of thumb's lines, labelled at the right; the user's ``tol`` at the left."""
+    for band in BANDS:
+        ax.axhline(band.level, color="0.45", linestyle="--", linewidth=0.8)
+        ax.annotate(
+            band.label,
+            (1.0, band.level),
+            xycoords=("axes fraction", "data"),
+            xytext=(4, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
+        )
+    if tol is not None:
+        ax.axhline(tol, color=BLUE, linewidth=1.0)
+        ax.annotate(
+            f"tol {tol:.0e}",
+            (0.0, tol),
+            xycoords=("axes fraction", "data"),
+            xytext=(2, 3),
+            textcoords="offset points",
+            fontsize=8,
+            color=BLUE,
+        )
 
 
 def scatter(report: Report, *, path: str | Path | None = None) -> Figure:
@@ -152,7 +160,7 @@ def scatter(report: Report, *, path: str | Path | None = None) -> Figure:
 
 
 def sweep(result: SweepResult, *, path: str | Path | None = None) -> Figure:
-    """The seeds' difference against ε on log axes: the V of truncation and roundoff.
+    """The relative difference against ε on log axes: the V of truncation and roundoff.
 
     Args:
         result: a :class:`~gradproof.SweepResult` from :func:`gradproof.sweep`.
@@ -163,16 +171,16 @@ def sweep(result: SweepResult, *, path: str | Path | None = None) -> Figure:
     with _style():
         figure = Figure(figsize=(5.0, 3.6), layout="constrained")
         ax = figure.add_subplot()
-        ax.loglog(eps, diff, marker="o", color="#1565c0")
+        ax.loglog(eps, diff, marker="o", color=BLUE)
         ax.scatter(
             [result.best_eps],
             [max(result.best_difference, TINY)],
-            color="#c62828",
+            color=RED,
             zorder=3,
             label=f"best ε = {result.best_eps:.0e}",
         )
-        for level, _ in BANDS:
-            ax.axhline(level, color="0.6", linestyle="--", linewidth=0.8)
+        for band in BANDS:
+            ax.axhline(band.level, color="0.6", linestyle="--", linewidth=0.8)
         ax.set_xlabel("step ε")
         ax.set_ylabel("difference")
         ax.set_title("central differences: truncation (right) against roundoff (left)", fontsize=9)
@@ -202,7 +210,7 @@ def taylor(result: TaylorResult, *, path: str | Path | None = None) -> Figure:
         if result.noise_floor > 0:
             ax.axhline(result.noise_floor, color="0.7", linewidth=0.8, label="noise floor")
         order = "?" if result.order is None else f"{result.order:.2f}"
-        ax.set_title(f"Taylor test: {result.status.upper()} (order {order})", fontsize=10)
+        ax.set_title(f"Taylor test: {VERDICT[result.status]} (order {order})", fontsize=10)
         ax.set_xlabel("h")
         ax.set_ylabel("residual")
         ax.legend(fontsize=7)
@@ -220,8 +228,21 @@ def _reference(ax: Axes, h: np.ndarray, start: float, slope: int, style: str) ->
     )
 
 
-def svg_text(figure: Figure) -> str:
-    """``figure`` as SVG text (for inlining in HTML)."""
+def to_svg(figure: Figure) -> str:
+    """``figure`` as SVG text: for a notebook's ``IPython.display.SVG``, or inlined in HTML.
+
+    Args:
+        figure: a Figure from one of the plot functions (or any matplotlib Figure).
+
+    Returns:
+        The SVG document, as text.
+
+    >>> import numpy as np, gradproof, gradproof.plot
+    >>> report = gradproof.check(lambda w: float(w @ w), np.ones(2), lambda w: 2 * w)
+    >>> svg = gradproof.plot.to_svg(gradproof.plot.blocks(report))
+    >>> svg.startswith("<?xml") and "</svg>" in svg
+    True
+    """
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg", bbox_inches="tight")
     return buffer.getvalue()

@@ -1,4 +1,4 @@
-"""Pieces shared by :func:`check_module` and :func:`gradcheck`.
+"""Pieces shared by :func:`check_module`, :func:`gradcheck` and the modules behind them.
 
 Both build on :func:`gradproof.check`: the values under test become a dict of
 float64 numpy arrays, the loss is a closure that copies a point into a private
@@ -110,6 +110,15 @@ def scalar_loss(value: Any, argument: str) -> torch.Tensor:
             "reduce the output to one number, e.g. with .sum() or .mean()",
         )
     return value.reshape(())
+
+
+def index_label(index: tuple[Any, ...]) -> str:
+    """An element's index as a report writes it after a name; ``""`` for a scalar.
+
+    >>> index_label((1, 2)), index_label(())
+    ('[1, 2]', '')
+    """
+    return f"[{', '.join(str(int(i)) for i in index)}]" if index else ""
 
 
 class Reseed:

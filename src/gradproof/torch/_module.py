@@ -72,7 +72,8 @@ def check_module(
             back to one call per set.
         **options: passed on to :func:`gradproof.check` (``eps``, ``tol``,
             ``scheme``, ``noise``, and the speed options such as ``mode``).
-            ``seed`` (default 0), where given, also seeds torch's generator.
+            ``seed`` (default 0), where given, is also the value torch's generator
+            is reset to before every evaluation.
 
     Returns:
         gradproof's frozen :class:`~gradproof.Report`.

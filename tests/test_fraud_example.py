@@ -1,4 +1,4 @@
-"""The seeds' notebook, reproduced: every function, number and message."""
+"""The Gradient Checking notebook, reproduced: every function, number and message."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import gradproof
-from conftest import SEED_RTOL
+from conftest import NOTEBOOK_RTOL
 from gradproof.examples import fraud
 
 ONE_D = 7.814075313343006e-11
@@ -21,14 +21,14 @@ def test_one_d_forward_and_backward():
 
 def test_one_d_gradient_check_number_and_message(capsys):
     difference = fraud.gradient_check(3, 4, print_msg=True)
-    assert difference == pytest.approx(ONE_D, rel=SEED_RTOL)
+    assert difference == pytest.approx(ONE_D, rel=NOTEBOOK_RTOL)
     out = capsys.readouterr().out
     assert "Your backward propagation works perfectly fine! difference = " in out
     assert "\033[92m" in out
 
 
-def test_test_case_shapes_and_draws(seeds):
-    X, Y, p = seeds
+def test_test_case_shapes_and_draws(fraud_case):
+    X, Y, p = fraud_case
     assert X.shape == (4, 3) and list(Y) == [1, 1, 0]
     assert {k: v.shape for k, v in p.items()} == fraud.SHAPES
     rs = np.random.RandomState(1)
@@ -37,15 +37,15 @@ def test_test_case_shapes_and_draws(seeds):
     assert sum(v.size for v in p.values()) == 47
 
 
-def test_test_case_leaves_global_random_state_alone(seeds):
+def test_test_case_leaves_global_random_state_alone(fraud_case):
     state = np.random.get_state()
     fraud.gradient_check_n_test_case()
     after = np.random.get_state()
     assert all(np.array_equal(a, b) for a, b in zip(state[1:2], after[1:2], strict=True))
 
 
-def test_vector_round_trip(seeds):
-    _, _, p = seeds
+def test_vector_round_trip(fraud_case):
+    _, _, p = fraud_case
     vector, keys = fraud.dictionary_to_vector(p)
     assert vector.shape == (47, 1) and keys[:20] == ["W1"] * 20 and keys[-1] == "b3"
     back = fraud.vector_to_dictionary(vector)
@@ -68,18 +68,18 @@ def test_vector_round_trip(seeds):
         ),
     ],
 )
-def test_gradient_check_n_numbers(seeds, backward, expected, message, capsys):
-    X, Y, p = seeds
+def test_gradient_check_n_numbers(fraud_case, backward, expected, message, capsys):
+    X, Y, p = fraud_case
     _, cache = fraud.forward_propagation_n(X, Y, p)
     gradients = backward(X, Y, cache)
     difference = fraud.gradient_check_n(p, gradients, X, Y, 1e-7, True)
     assert not isinstance(difference, np.ndarray)
-    assert difference == pytest.approx(expected, rel=SEED_RTOL)
+    assert difference == pytest.approx(expected, rel=NOTEBOOK_RTOL)
     assert message in capsys.readouterr().out
 
 
-def test_planted_bugs_are_the_documented_ones(seeds):
-    X, Y, p = seeds
+def test_planted_bugs_are_the_documented_ones(fraud_case):
+    X, Y, p = fraud_case
     _, cache = fraud.forward_propagation_n(X, Y, p)
     bad = fraud.backward_propagation_n(X, Y, cache)
     good = fraud.backward_propagation_n_fixed(X, Y, cache)
@@ -90,10 +90,10 @@ def test_planted_bugs_are_the_documented_ones(seeds):
 
 
 @pytest.mark.parametrize(("bugs", "expected"), [(True, WITH_BUGS), (False, FIXED)])
-def test_check_reproduces_the_seeds_numbers(bugs, expected):
+def test_check_reproduces_the_notebooks_numbers(bugs, expected):
     loss, params, grads = fraud.problem(bugs=bugs)
     report = gradproof.check(loss, params, grads, eps=1e-7, scheme="central")
-    assert report.difference == pytest.approx(expected, rel=SEED_RTOL)
+    assert report.difference == pytest.approx(expected, rel=NOTEBOOK_RTOL)
     assert report.passed is (not bugs)
 
 
@@ -112,12 +112,12 @@ def test_check_names_the_planted_bugs():
 
 
 @pytest.mark.parametrize(("bugs", "expected"), [(True, WITH_BUGS), (False, FIXED)])
-def test_the_seeds_threshold_judges_the_overall_difference_as_the_notebook_does(bugs, expected):
+def test_the_notebooks_threshold_judges_the_overall_difference_as_the_notebook_does(bugs, expected):
     # The notebook passes the fixed backprop at 1.19e-07 < 2e-7, although single blocks
     # (b1: 3.3e-7, b3: 2.5e-7) are above 2e-7: tol judges the overall difference.
     loss, params, grads = fraud.problem(bugs=bugs)
     report = gradproof.check(loss, params, grads, eps=1e-7, tol=fraud.THRESHOLD)
-    assert report.difference == pytest.approx(expected, rel=SEED_RTOL)
+    assert report.difference == pytest.approx(expected, rel=NOTEBOOK_RTOL)
     assert report.passed is (not bugs)
     assert report.suspects == (("W2", "b1") if bugs else ())
 
@@ -145,8 +145,8 @@ def test_regularized_loss_checks_clean_against_regularized_gradient():
     assert report.passed, str(report)
 
 
-def test_regularization_left_out_of_backward_fails_in_the_w_blocks(seeds):
-    X, Y, p = seeds
+def test_regularization_left_out_of_backward_fails_in_the_w_blocks(fraud_case):
+    X, Y, p = fraud_case
     _, cache = fraud.forward_propagation_n(X, Y, p, lambd=0.7)
     grads = fraud.backward_propagation_n_fixed(X, Y, cache, lambd=0.0)
     report = gradproof.check(lambda q: fraud.forward_propagation_n(X, Y, q, lambd=0.7)[0], p, grads)
@@ -157,9 +157,9 @@ def test_regularization_left_out_of_backward_fails_in_the_w_blocks(seeds):
         assert report.blocks[name].passed
 
 
-def test_dropout_backward_matches_its_own_masks(seeds):
+def test_dropout_backward_matches_its_own_masks(fraud_case):
     """With the masks held fixed, dropout's backward is an exact gradient."""
-    X, Y, p = seeds
+    X, Y, p = fraud_case
 
     def loss(q):
         return fraud.forward_propagation_n(X, Y, q, keep_prob=0.8, rng=np.random.default_rng(7))[0]

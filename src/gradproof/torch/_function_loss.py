@@ -1,0 +1,269 @@
+"""A function of tensors (e.g. ``MyFunction.apply``) as gradproof's scalar loss.
+
+gradproof checks the gradient of a scalar loss of named float64 arrays.
+:class:`FunctionLoss` evaluates ``func`` at such arrays, on private copies of
+its inputs, and keeps the outputs of the first check, so that later checks
+(more projections, or every output element) replay them instead of calling
+``func`` again. :class:`WeightedLoss` is the scalar loss of one weighting of
+the outputs (see :mod:`gradproof.torch._reductions`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import operator
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch.func import vmap
+
+from gradproof._errors import invalid
+from gradproof.torch._common import Reseed, cast, from_numpy, to_numpy64
+from gradproof.torch._reductions import unit_weights
+
+CACHE_ELEMENTS = 1 << 24  # outputs kept for the second and later checks (128 MiB of float64)
+JACOBIAN_ELEMENTS = 1 << 22  # values per batch of torch's numerical Jacobian (32 MiB of float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckedInputs:
+    """The inputs of ``func`` that are checked: their positions, and their block names."""
+
+    positions: tuple[int, ...]
+    names: tuple[str, ...]
+
+
+def function_name(func: Callable[..., Any]) -> str:
+    """``func`` as a message names it: ``MyFunction.apply``, or its qualified name."""
+    owner = getattr(func, "__self__", None)
+    if isinstance(owner, type):  # MyFunction.apply
+        return f"{owner.__name__}.{func.__name__}"
+    return getattr(func, "__qualname__", type(func).__name__)
+
+
+class FunctionLoss:
+    """``func`` at points of its checked inputs, on copies: outputs, backward and Jacobians.
+
+    The first check evaluates ``func`` for real; later checks (more projections,
+    or every output element) replay its outputs at the same points.
+    """
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        values: tuple[Any, ...],
+        inputs: CheckedInputs,
+        dtype: torch.dtype,
+        *,
+        seed: int,
+        batched: bool,
+    ) -> None:
+        self.func = func
+        self.work = [cast(v, dtype) for v in values]
+        self.checked = inputs.positions
+        self.names = inputs.names
+        self.reseed = Reseed(seed, [v for v in self.work if isinstance(v, torch.Tensor)])
+        self.use_vmap = batched  # unbatched: one call per point
+        self.cache = _OutputCache()
+        self.lock = threading.RLock()
+        self.kept, self.graph = self._trace()
+        self.outputs = [o.detach() for o in self.graph]
+
+    def _trace(self) -> tuple[list[int], list[torch.Tensor]]:
+        """``func`` at the base point, with autograd's graph: the outputs that can be checked.
+
+        Those are the floating tensors that depend on the inputs that require
+        grad; returned with their positions among ``func``'s outputs.
+        """
+        for i in self.checked:
+            self.work[i].requires_grad_(True)
+        with torch.enable_grad():
+            self.reseed()
+            raw = _as_outputs(self.func(*self.work))
+        kept = [
+            k
+            for k, o in enumerate(raw)
+            if isinstance(o, torch.Tensor) and o.is_floating_point() and o.requires_grad
+        ]
+        if not kept:
+            raise invalid(
+                "func",
+                function_name(self.func),
+                "returned no floating tensor that depends on the inputs that require grad",
+                "return the tensors computed from the inputs (not detached ones)",
+            )
+        return kept, [raw[k] for k in kept]
+
+    def gradient(self, weights: tuple[torch.Tensor, ...]) -> dict[str, np.ndarray]:
+        """The backward applied to ``grad_outputs=weights``, at the base point."""
+        inputs = [self.work[i] for i in self.checked]
+        grads = torch.autograd.grad(
+            self.graph, inputs, grad_outputs=weights, retain_graph=True, allow_unused=True
+        )
+        return {
+            n: np.zeros(tuple(t.shape)) if g is None else to_numpy64(g)
+            for n, t, g in zip(self.names, inputs, grads, strict=True)
+        }
+
+    def analytic_jacobians(self) -> list[dict[str, np.ndarray]]:
+        """torch's analytic Jacobians, one backward per output element: (out size, input size)."""
+        return [self._analytic_jacobian(k) for k in range(len(self.outputs))]
+
+    def _analytic_jacobian(self, k: int) -> dict[str, np.ndarray]:
+        """Output ``k``'s Jacobian in every checked input, by name: one backward per row."""
+        rows = [
+            self.gradient(unit_weights(self.outputs, k, flat))
+            for flat in range(self.outputs[k].numel())
+        ]
+        return {
+            n: np.array([r[n].ravel() for r in rows]).reshape(len(rows), self.work[i].numel())
+            for n, i in zip(self.names, self.checked, strict=True)
+        }
+
+    def numerical_jacobians(
+        self, params: dict[str, np.ndarray], name: str, eps: float
+    ) -> list[np.ndarray]:
+        """torch's numerical Jacobians in input ``name``, by central differences of step ``eps``.
+
+        ``(out(x + eps e_j) - out(x - eps e_j)) / (2 eps)``: one (output size, input size)
+        array per output, computed in batches of bounded memory.
+        """
+        size = params[name].size
+        chunk = max(1, JACOBIAN_ELEMENTS // (2 * (size + sum(o.numel() for o in self.outputs))))
+        columns: list[list[np.ndarray]] = [[] for _ in self.outputs]
+        for start in range(0, size, chunk):
+            cols = np.arange(start, min(size, start + chunk))
+            plus, minus = (self._moved(params, name, cols, step) for step in (eps, -eps))
+            for k, (p, m) in enumerate(zip(plus, minus, strict=True)):
+                columns[k].append((p - m) / (2 * eps))
+        return [
+            np.concatenate(c).T if c else np.zeros((o.numel(), 0))
+            for c, o in zip(columns, self.outputs, strict=True)
+        ]
+
+    def _moved(
+        self, params: dict[str, np.ndarray], name: str, cols: np.ndarray, step: float
+    ) -> list[np.ndarray]:
+        """Every output, with element ``cols[r]`` of ``name`` moved by ``step``, in row ``r``."""
+        point = {n: np.repeat(params[n][None], len(cols), axis=0) for n in self.names}
+        point[name].reshape(len(cols), -1)[np.arange(len(cols)), cols] += step
+        with self.lock:
+            outputs = self._evaluate(point)
+        return [to_numpy64(o).reshape(len(cols), -1) for o in outputs]
+
+    def is_batch(self, point: dict[str, np.ndarray]) -> bool:
+        """Whether ``point`` is a batch of points: one more axis than the inputs."""
+        return bool(np.ndim(point[self.names[0]]) == self.work[self.checked[0]].dim() + 1)
+
+    def evaluate(self, point: dict[str, np.ndarray], *, replay: bool) -> list[torch.Tensor]:
+        """The outputs at ``point``; with ``replay``, those an earlier check kept, where kept."""
+        with self.lock:  # one evaluation at a time: the generator and the cache are shared
+            key = _point_key(point, self.names)
+            if replay:
+                kept = self.cache.get(key)
+                if kept is not None:
+                    return kept
+            outputs = self._evaluate(point)
+            if not replay:
+                self.cache.add(key, outputs)
+            return outputs
+
+    def __getstate__(self) -> dict[str, Any]:  # workers=n sends the loss to other processes
+        skip = ("lock", "graph", "cache")  # the graph only serves the parent's backward
+        return {k: v for k, v in self.__dict__.items() if k not in skip}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, lock=threading.RLock(), graph=[], cache=_OutputCache())
+
+    def _evaluate(self, point: dict[str, np.ndarray]) -> list[torch.Tensor]:
+        if self.is_batch(point):
+            return self._evaluate_batch(point)
+        args = list(self.work)
+        for i, name in zip(self.checked, self.names, strict=True):
+            args[i] = from_numpy(point[name], self.work[i])
+        with torch.no_grad():
+            self.reseed()
+            raw = _as_outputs(self.func(*args))
+        return [raw[k].detach() for k in self.kept]
+
+    def _evaluate_batch(self, point: dict[str, np.ndarray]) -> list[torch.Tensor]:
+        if self.use_vmap:
+            try:
+                return self._vmapped(point)
+            except Exception:  # vmap cannot run func; the loop can (or raises itself)
+                self.use_vmap = False
+        count = len(point[self.names[0]])
+        rows = [self._evaluate({n: point[n][k] for n in self.names}) for k in range(count)]
+        return [torch.stack([row[j] for row in rows]) for j in range(len(self.kept))]
+
+    def _vmapped(self, point: dict[str, np.ndarray]) -> list[torch.Tensor]:
+        stacked = [
+            from_numpy(point[n], self.work[i])
+            for i, n in zip(self.checked, self.names, strict=True)
+        ]
+
+        def one(*values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            args = list(self.work)
+            for i, v in zip(self.checked, values, strict=True):
+                args[i] = v
+            raw = _as_outputs(self.func(*args))
+            return tuple(raw[k] for k in self.kept)
+
+        with torch.no_grad():
+            self.reseed()
+            return [o.detach() for o in vmap(one)(*stacked)]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class WeightedLoss:
+    """``loss(point) = sum_k <weights_k, func(point)_k>``: the scalar loss gradproof checks.
+
+    One value per point, or per row of a batch of points. With ``replay``, the
+    outputs an earlier check evaluated are reused instead of calling ``func``.
+    """
+
+    function: FunctionLoss
+    weights: tuple[torch.Tensor, ...]
+    replay: bool
+
+    def __call__(self, point: dict[str, np.ndarray]) -> torch.Tensor:
+        outputs = self.function.evaluate(point, replay=self.replay)
+        batch = self.function.is_batch(point)
+        terms = [
+            (out * w).reshape(len(out), -1).sum(1) if batch else (out * w).sum()
+            for out, w in zip(outputs, self.weights, strict=True)
+        ]
+        return functools.reduce(operator.add, terms)
+
+
+class _OutputCache:
+    """``func``'s outputs by point, up to :data:`CACHE_ELEMENTS` values in all."""
+
+    def __init__(self) -> None:
+        self.entries: dict[bytes, list[torch.Tensor]] = {}
+        self.elements = 0
+
+    def get(self, key: bytes) -> list[torch.Tensor] | None:
+        return self.entries.get(key)
+
+    def add(self, key: bytes, outputs: list[torch.Tensor]) -> None:
+        """Keep ``outputs`` where the bound allows; drop them otherwise."""
+        size = sum(o.numel() for o in outputs)
+        if self.elements + size <= CACHE_ELEMENTS:
+            self.entries[key] = outputs
+            self.elements += size
+
+
+def _point_key(point: dict[str, np.ndarray], names: tuple[str, ...]) -> bytes:
+    """A digest of ``point``'s values, the cache's key."""
+    data = b"".join(np.ascontiguousarray(point[n]).tobytes() for n in names)
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def _as_outputs(value: Any) -> tuple[Any, ...]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)

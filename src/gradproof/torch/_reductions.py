@@ -1,0 +1,79 @@
+"""The scalar losses `gradcheck` checks: random projections of the outputs, or every element.
+
+gradproof checks the gradient of a scalar loss, so ``func``'s outputs are
+reduced to one scalar by weighting them, ``sum_k <w_k, out_k>``; its gradient
+is the backward applied to ``grad_outputs=w``. A random Gaussian ``w`` checks
+the whole backward at once, with a small chance of missing a wrong one (see
+:data:`MISS_FACTOR`); a unit ``w`` per output element checks every element on
+its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from gradproof.torch._common import index_label
+
+# P(|N(0, s^2)| <= t) <= sqrt(2/pi) t/s: the chance that one Gaussian projection
+# hides an element error s of a wrong (linear) backward below its tolerance t.
+MISS_FACTOR = math.sqrt(2 / math.pi)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Reduction:
+    """One scalar loss to check: a weight tensor per output, and what it checks, in words."""
+
+    context: str
+    weights: tuple[torch.Tensor, ...]
+
+
+def reductions(
+    outputs: list[torch.Tensor], *, full_jacobian: bool, projections: int, seed: int
+) -> list[Reduction]:
+    """Every check's weighting: ``projections`` random ones, or one per output element.
+
+    >>> plan = reductions([torch.zeros(2)], full_jacobian=True, projections=1, seed=0)
+    >>> [r.context for r in plan], [r.weights[0].tolist() for r in plan]
+    (['output 0[0]', 'output 0[1]'], [[1.0, 0.0], [0.0, 1.0]])
+    """
+    if full_jacobian:
+        return list(_every_element(outputs))
+    return list(_projections(outputs, projections, seed))
+
+
+def unit_weights(outputs: list[torch.Tensor], k: int, flat: int) -> tuple[torch.Tensor, ...]:
+    """Weights that pick element ``flat`` (row-major) of output ``k``: one there, zero elsewhere."""
+    weights = tuple(torch.zeros_like(o) for o in outputs)
+    weights[k].view(-1)[flat] = 1
+    return weights
+
+
+def _every_element(outputs: list[torch.Tensor]) -> Iterator[Reduction]:
+    """One unit weighting per element of every output, in order."""
+    for k, output in enumerate(outputs):
+        shape = tuple(output.shape)
+        for flat in range(int(np.prod(shape, dtype=np.int64))):
+            where = index_label(np.unravel_index(flat, shape))
+            yield Reduction(f"output {k}{where}", unit_weights(outputs, k, flat))
+
+
+def _projections(outputs: list[torch.Tensor], count: int, seed: int) -> Iterator[Reduction]:
+    """``count`` Gaussian weightings, drawn from a generator started at ``seed``."""
+    rng = np.random.default_rng(seed)
+    named = "the output" if len(outputs) == 1 else f"the {len(outputs)} outputs"
+    for p in range(count):
+        weights = tuple(
+            torch.tensor(rng.standard_normal(tuple(o.shape)), dtype=o.dtype) for o in outputs
+        )
+        context = (
+            f"{named} projected on random vector {p + 1} of {count} (seed {seed}; an "
+            f"element error r times its tolerance is missed with probability at most "
+            f"{MISS_FACTOR:.2f}/r per projection; full_jacobian=True checks every output "
+            "element)"
+        )
+        yield Reduction(context, weights)
