@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -14,6 +14,7 @@ import pytest
 
 import gradproof._engine.check
 from gradproof._cli import CHECK_EXAMPLES, main
+from gradproof._engine.validate import MODES, SCHEME_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,6 +59,11 @@ def wrong(tmp_path):
     return path
 
 
+def _run(command):
+    """Run ``command`` as a CI step would: its exit code, stdout and stderr."""
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
 def test_a_right_gradient_exits_0(right, capsys):
     assert main(["check", str(right)]) == 0
     out = capsys.readouterr().out
@@ -87,11 +93,10 @@ def test_mode_full_and_eps_are_passed(right, capsys):
 
 @pytest.fixture
 def spy(monkeypatch):
-    """Replace gradproof.check by a recorder that keeps check's signature."""
+    """Replace gradproof.check by a recorder of the options the command line passes."""
     real = gradproof._engine.check.check
     seen: dict = {}
 
-    @functools.wraps(real)
     def recorder(loss, params, grad, **options):
         seen.update(options)
         return real(loss, params, grad)
@@ -107,17 +112,21 @@ def test_only_the_options_given_are_passed(right, spy, capsys):
 
 def test_budget_is_passed_through_unchanged(right, spy, capsys):
     argv = ["check", str(right), "--mode", "sample", "--budget", "30s", "--samples", "2"]
-    if "mode" not in __import__("inspect").signature(gradproof._engine.check.check).parameters:
-        assert main(argv) == 2  # an older check(): a clear usage error
-        return
     assert main([*argv, "--seed", "3", "--tol", "1e-3"]) == 0
     assert spy == {"mode": "sample", "budget": "30s", "samples": 2, "seed": 3, "tol": 1e-3}
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [*(("--mode", m) for m in MODES), *(("--scheme", s) for s in SCHEME_NAMES)]
+)
+def test_every_mode_and_scheme_check_accepts_is_a_choice(flag, value, right, spy, capsys):
+    assert main(["check", str(right), flag, value]) == 0
+    assert spy == {flag.removeprefix("--"): value}
 
 
 def test_an_inconclusive_check_exits_2(right, monkeypatch, capsys):
     real = gradproof._engine.check.check
 
-    @functools.wraps(real)
     def inconclusive(*args, **options):
         return dataclasses.replace(real(*args, **options), status="inconclusive")
 
@@ -156,7 +165,10 @@ def test_json_html_and_plot_files(wrong, tmp_path, capsys):
         (["check", "{right}", "--eps", "-1"], "`eps`=-1.0: must be a finite number > 0"),
         (["check", "{raises}"], "importing"),
         (["check", "{fails}:problem"], "calling problem() raised RuntimeError: boom"),
-        (["check", "{right}", "--json", "no/such/folder/r.json"], "--json no/such/folder/r.json"),
+        (
+            ["check", "{right}", "--json", "no/such/folder/r.json"],
+            "`--json`='no/such/folder/r.json'",
+        ),
         (["check", "{right}", "--html", "no/such/folder/r.html"], "does not exist. Fix:"),
     ],
 )
@@ -182,13 +194,41 @@ def test_scheduler_without_distributed_says_how_to_install(right, monkeypatch, c
     assert "pip install 'gradproof[dask]'" in capsys.readouterr().err
 
 
+def test_the_scheduler_flag_gives_the_serial_report(wrong):
+    distributed = pytest.importorskip("distributed", reason="--scheduler needs gradproof[dask]")
+    web = {"dashboard_address": "127.0.0.1:0"}  # its status page: any free port, loopback
+    cluster = distributed.LocalCluster(
+        n_workers=1, host="127.0.0.1", dashboard_address=None, scheduler_kwargs=web
+    )
+    command = [sys.executable, "-m", "gradproof", "check", str(wrong), "--json", "-"]
+    with cluster:
+        remote = _run([*command, "--scheduler", cluster.scheduler_address])
+    serial = _run(command)
+    assert serial.returncode == remote.returncode == 1, remote.stderr  # 1: the gradient is wrong
+    got, want = json.loads(remote.stdout), json.loads(serial.stdout)
+    del got["seconds"], want["seconds"]
+    assert got == want
+    assert got["suspects"] == ["w"]
+
+
+def test_no_scheduler_at_the_address_is_a_usage_error_with_a_fix(right, monkeypatch, capsys):
+    pytest.importorskip("distributed", reason="--scheduler needs gradproof[dask]")
+    from gradproof.dask import _check as dask_check
+
+    monkeypatch.setattr(dask_check, "CONNECT_SECONDS", 1)
+    assert main(["check", str(right), "--scheduler", "tcp://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert "gradproof check: error: `scheduler`='tcp://127.0.0.1:9': no Dask scheduler" in err
+    assert "Fix: start one (`dask scheduler`" in err
+
+
 @pytest.mark.parametrize("command", [[], ["demo"], ["check"]])
 def test_every_help_has_an_example(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*command, "--help"])
     assert exit_info.value.code == 0
-    out = capsys.readouterr().out
-    assert "example" in out and "gradproof " in out.split("example")[1]
+    section = re.search(r"^examples?:\n(.*)", capsys.readouterr().out, re.MULTILINE | re.DOTALL)
+    assert section is not None and "  gradproof " in section.group(1)
 
 
 def test_no_command_prints_help_and_exits_2(capsys):
@@ -198,12 +238,7 @@ def test_no_command_prints_help_and_exits_2(capsys):
 
 def test_as_a_ci_step_the_exit_codes_are_real(right, wrong):
     def run(path):
-        return subprocess.run(
-            [sys.executable, "-m", "gradproof", "check", str(path)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        return _run([sys.executable, "-m", "gradproof", "check", str(path)])
 
     good, bad = run(right), run(wrong)
     assert (good.returncode, bad.returncode) == (0, 1), good.stderr + bad.stderr

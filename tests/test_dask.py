@@ -12,9 +12,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 import traceback
@@ -156,7 +153,7 @@ def wait_until(condition, attempts: int = 100) -> bool:
 # ------------------------------------------------------------------ the same report
 
 
-def test_the_seeds_net_with_its_planted_bugs_gives_the_serial_report(client):
+def test_the_fraud_example_with_its_planted_bugs_gives_the_serial_report(client):
     loss, params, grads = fraud.problem(bugs=True)
     serial = gradproof.check(loss, params, grads)
     remote = gradproof.check(loss, params, grads, executor=client.get_executor())
@@ -381,6 +378,12 @@ def test_no_scheduler_at_the_address_is_a_clear_error(monkeypatch):
     assert "dask scheduler" in str(caught.value)
 
 
+def test_connect_gives_a_client_that_is_not_the_default(cluster, client):
+    with gradproof.dask.connect(cluster.scheduler_address) as connected:
+        assert connected.status == "running"
+        assert distributed.default_client() is not connected
+
+
 def test_no_client_at_all_is_a_clear_error(monkeypatch):
     def no_client():
         raise ValueError("No clients found")
@@ -408,41 +411,3 @@ def test_tasks_are_long_enough_for_small_overhead_and_enough_to_balance(n, k, se
     if count > 1:  # every task holds at least 50 ms of evaluations: overhead <= 2%
         shortest = (n // count) * k * seconds
         assert _executor.TASK_OVERHEAD <= _executor.OVERHEAD_SHARE * shortest
-
-
-# ------------------------------------------------------------------ the command line
-
-
-def test_the_cli_scheduler_flag_gives_the_serial_report(cluster, tmp_path):
-    target = tmp_path / "model_check.py"
-    target.write_text(
-        textwrap.dedent(
-            """
-            import numpy as np
-
-            params = {"W": np.arange(12.0).reshape(3, 4) / 10, "b": np.ones(3)}
-
-            def loss(p):
-                return float(np.sum(np.tanh(p["W"] @ np.ones(4) + p["b"]) ** 2))
-
-            def grad(p):
-                t = np.tanh(p["W"] @ np.ones(4) + p["b"])
-                d = 2 * t * (1 - t ** 2)
-                return {"W": 3 * np.outer(d, np.ones(4)), "b": d}  # W's gradient tripled
-            """
-        )
-    )
-    command = [sys.executable, "-m", "gradproof", "check", str(target), "--json", "-"]
-    serial = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-    remote = subprocess.run(
-        [*command, "--scheduler", cluster.scheduler_address],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert serial.returncode == remote.returncode == 1, remote.stderr  # 1: the gradient is wrong
-    got, want = json.loads(remote.stdout), json.loads(serial.stdout)
-    del got["seconds"], want["seconds"]
-    assert got == want
-    assert got["suspects"] == ["W"]

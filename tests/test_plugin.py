@@ -89,7 +89,7 @@ def test_the_marker_sets_default_options(pytester):
         PROBLEM
         + textwrap.dedent("""
         @pytest.mark.gradcheck(eps=1e-6, scheme="central")
-        def test_seeds_method(gradcheck):
+        def test_fixed_step_central(gradcheck):
             report = gradcheck(loss, {"layer2.weight": W}, right)
             assert report.scheme == "central" and report.eps == 1e-6
 

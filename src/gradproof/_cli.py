@@ -7,23 +7,27 @@ check was inconclusive or the command was misused.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
-import inspect
 import sys
 import traceback
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from gradproof._errors import GradproofError, InvalidArgument, invalid
+
 EXIT = {"pass": 0, "fail": 1, "inconclusive": 2}
 USAGE = 2
 
 DEMO_HELP = """\
-Check the seeds' fraud-detection network (LINEAR->RELU->LINEAR->RELU->LINEAR->SIGMOID):
-first its backprop with the two planted bugs, then the corrected one.
+Check the Gradient Checking notebook's fraud-detection example, a network
+LINEAR->RELU->LINEAR->RELU->LINEAR->SIGMOID: first its backprop with the two
+planted bugs, then the corrected one.
 
 example:
   gradproof demo
@@ -57,7 +61,11 @@ examples:
 
 
 class UsageError(Exception):
-    """The command cannot run as given; the message says why and what to do."""
+    """The command cannot run as given; the message says why and what to do.
+
+    A misused argument raises :class:`gradproof.InvalidArgument` instead, whose
+    message names the argument, its value, the rule and the fix.
+    """
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE
     try:
         return int(args.run(args))
-    except UsageError as error:
+    except (UsageError, InvalidArgument) as error:
         print(f"gradproof {args.command}: error: {error}", file=sys.stderr)
         return USAGE
 
@@ -87,7 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = sub.add_parser(
         "demo",
-        help="check the seeds' network, with its planted bugs and without",
+        help="check the Gradient Checking notebook's fraud-detection example, "
+        "with its planted bugs and without",
         description=DEMO_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -105,17 +114,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_check_arguments(check: argparse.ArgumentParser) -> None:
+    # Imports numpy: here rather than at the top, so that importing this module stays cheap.
+    from gradproof._engine.validate import MODES, SCHEME_NAMES
+
     check.add_argument("target", metavar="TARGET", help="path/to/file.py or path/to/file.py:name")
     check.add_argument(
         "--mode",
-        choices=("full", "sample", "probe"),
+        choices=MODES,
         help="every coordinate (full), a random sample, or random directions (probe)",
     )
     check.add_argument("--eps", type=float, help="one fixed central-difference step, e.g. 1e-7")
-    check.add_argument("--tol", type=float, help="a bound on the seeds' relative difference")
+    check.add_argument(
+        "--tol",
+        type=float,
+        help="a bound on the relative difference ||grad - numerical|| / (||grad|| + ||numerical||)",
+    )
     check.add_argument(
         "--scheme",
-        choices=("auto", "central", "richardson", "complex"),
+        choices=SCHEME_NAMES,
         help="the finite-difference scheme (default: auto)",
     )
     check.add_argument(
@@ -148,23 +164,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from gradproof._engine.check import check
-    from gradproof._errors import GradproofError
     from gradproof._render.text import print_report
 
     if args.plot is not None:
         _validate_plot_path(args.plot)
     _validate_output_paths(args)  # before the check: a long check must not end in "no such folder"
     loss, params, grad = load_target(args.target)
-    options = _options(args, check)
-    try:
-        report = check(loss, params, grad, **options)
-    except GradproofError as error:
-        raise UsageError(str(error)) from error
-    except Exception as error:
-        # The user's own code raised: show where, but keep exit code 1 for "gradient wrong".
-        traceback.print_exc()
-        raise UsageError(f"the check stopped: {type(error).__name__}: {error}") from error
+    with _dask_executor(args.scheduler) as executor:
+        report = _run_check(loss, params, grad, _options(args, executor))
     if args.json == "-":
         print(report.to_json())
     else:
@@ -179,8 +186,8 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT[report.status]
 
 
-def _options(args: argparse.Namespace, check: Callable[..., Any]) -> dict[str, Any]:
-    """The options the user gave, and only those (older `check`s lack some)."""
+def _options(args: argparse.Namespace, executor: Executor | None) -> dict[str, Any]:
+    """The options the user gave, and only those: gradproof.check's defaults decide the rest."""
     given = {
         "mode": args.mode,
         "eps": args.eps,
@@ -190,55 +197,53 @@ def _options(args: argparse.Namespace, check: Callable[..., Any]) -> dict[str, A
         "samples": args.samples,
         "seed": args.seed,
         "workers": args.workers,
+        "executor": executor,
     }
-    options = {name: value for name, value in given.items() if value is not None}
-    supported = inspect.signature(check).parameters
-    if options.get("mode") == "full" and "mode" not in supported:
-        del options["mode"]  # this check always checks every coordinate
-    for name in options:
-        if name not in supported:
-            raise UsageError(
-                f"--{name} needs a gradproof whose check() accepts `{name}`; this one does "
-                f"not. Fix: upgrade gradproof, or leave out --{name}"
-            )
-    if args.scheduler is not None:
-        if "executor" not in supported:
-            raise UsageError(
-                "--scheduler needs a gradproof whose check() accepts `executor`; this one does "
-                "not. Fix: upgrade gradproof, or leave out --scheduler"
-            )
-        options["executor"] = _dask_executor(args.scheduler)
-    return options
+    return {name: value for name, value in given.items() if value is not None}
 
 
-def _dask_executor(address: str) -> Any:
+def _run_check(loss: Any, params: Any, grad: Any, options: dict[str, Any]) -> Any:
+    from gradproof._engine.check import check
+
     try:
-        import distributed
+        return check(loss, params, grad, **options)
+    except GradproofError as error:
+        raise UsageError(str(error)) from error
+    except Exception as error:
+        # The user's own code raised: show where, but keep exit code 1 for "gradient wrong".
+        traceback.print_exc()
+        raise UsageError(f"the check stopped: {type(error).__name__}: {error}") from error
+
+
+@contextlib.contextmanager
+def _dask_executor(address: str | None) -> Iterator[Executor | None]:
+    """The executor of a Dask client connected to ``address`` (None without --scheduler)."""
+    if address is None:
+        yield None
+        return
+    from gradproof._extras import require
+
+    try:
+        require("dask")  # even where gradproof.dask is already imported, as in a test session
     except ImportError as error:
-        raise UsageError(
-            "--scheduler needs dask.distributed, which is not installed. "
-            "Fix: pip install 'gradproof[dask]'"
-        ) from error
-    try:
-        client = distributed.Client(address, timeout=10)
-    except OSError as error:
-        raise UsageError(
-            f"--scheduler {address}: no Dask scheduler answered ({error}). Fix: start one "
-            "(`dask scheduler`) and pass its address, e.g. tcp://127.0.0.1:8786"
-        ) from error
-    return client.get_executor()
+        raise UsageError(f"--scheduler: {error}") from error
+    from gradproof.dask import connect
+
+    with connect(address) as client:
+        yield client.get_executor()
 
 
 def load_target(target: str) -> tuple[Any, Any, Any]:
     """``(loss, params, grad)`` from ``path/to/file.py`` or ``path/to/file.py:name``.
 
     Raises:
-        UsageError: no such file, no such name, or not the three things needed.
+        InvalidArgument: no such file, no such name, or not the three things needed.
+        UsageError: importing the file, or calling the name, raised.
     """
     path_text, name = _split_target(target)
     path = Path(path_text)
     if not path.is_file():
-        raise UsageError(f"{path_text!r} is not a file. Fix: pass path/to/file.py[:name]")
+        raise invalid("TARGET", target, f"{path_text} is not a file", "pass path/to/file.py[:name]")
     module = _import_file(path)
     if name is None:
         return _from_namespace(vars(module), f"{path_text} defines", target)
@@ -246,9 +251,11 @@ def load_target(target: str) -> tuple[Any, Any, Any]:
         functions = sorted(
             k for k, v in vars(module).items() if callable(v) and not k.startswith("_")
         )
-        raise UsageError(
-            f"{path_text} defines no {name!r}. Fix: name one of its functions: "
-            + (", ".join(functions) or "(none)")
+        raise invalid(
+            "TARGET",
+            target,
+            f"{path_text} defines no {name!r}",
+            "name one of its functions: " + (", ".join(functions) or "(none)"),
         )
     found = getattr(module, name)
     try:
@@ -263,9 +270,12 @@ def load_target(target: str) -> tuple[Any, Any, Any]:
         return _from_namespace(result, f"{name}() returned a dict with", target)
     if isinstance(result, (tuple, list)) and len(result) == 3:
         return result[0], result[1], result[2]
-    raise UsageError(
-        f"{target}: {name}() must return (loss, params, grad) or a dict with those keys, "
-        f"not {type(result).__name__}. Fix: end it with `return loss, params, grad`"
+    raise invalid(
+        "TARGET",
+        target,
+        f"{name}() must return (loss, params, grad) or a dict with those keys, "
+        f"not {type(result).__name__}",
+        "end it with `return loss, params, grad`",
     )
 
 
@@ -279,7 +289,7 @@ def _split_target(target: str) -> tuple[str, str | None]:
 def _import_file(path: Path) -> Any:
     spec = importlib.util.spec_from_file_location(f"_gradproof_target_{uuid.uuid4().hex}", path)
     if spec is None or spec.loader is None:
-        raise UsageError(f"{str(path)!r} cannot be imported. Fix: pass a .py file")
+        raise invalid("TARGET", str(path), "cannot be imported", "pass a .py file")
     module = importlib.util.module_from_spec(spec)
     folder = str(path.resolve().parent)
     sys.path.insert(0, folder)  # so the file can import its neighbours
@@ -297,9 +307,12 @@ def _from_namespace(namespace: Mapping[str, Any], where: str, target: str) -> tu
     grad_key = "grads" if "grads" in namespace and "grad" not in namespace else "grad"
     missing = [k for k in ("loss", "params", grad_key) if k not in namespace]
     if missing:
-        raise UsageError(
-            f"{where} no {', '.join(repr(k) for k in missing)}. Fix: define `loss`, `params` "
-            f"and `grad`, or a function returning them and pass {target}:name"
+        raise invalid(
+            "TARGET",
+            target,
+            f"{where} no {', '.join(repr(k) for k in missing)}",
+            "define `loss`, `params` and `grad`, or a function returning them and pass "
+            "path/to/file.py:name",
         )
     return namespace["loss"], namespace["params"], namespace[grad_key]
 
@@ -328,15 +341,17 @@ def _validate_output_paths(args: argparse.Namespace) -> None:
             continue
         folder = Path(where).resolve().parent
         if not folder.is_dir():
-            raise UsageError(
-                f"{flag} {where}: the folder {str(folder)!r} does not exist. Fix: create it "
-                f"first, or write to an existing folder"
+            raise invalid(
+                flag,
+                where,
+                f"the folder {str(folder)!r} does not exist",
+                "create it first, or write to an existing folder",
             )
 
 
 def _validate_plot_path(plot: str) -> None:
     if Path(plot).suffix.lower() not in (".png", ".svg"):
-        raise UsageError(f"--plot {plot}: must end in .png or .svg. Fix: --plot blocks.png")
+        raise invalid("--plot", plot, "must end in .png or .svg", "pass --plot blocks.png")
     if importlib.util.find_spec("matplotlib") is None:
         raise UsageError(
             "--plot needs matplotlib, which is not installed. Fix: pip install 'gradproof[plot]'"

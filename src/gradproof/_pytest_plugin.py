@@ -11,7 +11,7 @@ In a test::
         assert report.difference < 1e-7
 
     @pytest.mark.gradcheck(eps=1e-7, tol=2e-7)    # default options for this test
-    def test_seeds_method(gradcheck):
+    def test_the_notebooks_method(gradcheck):
         gradcheck(loss, params, grad)
 
 A failing check fails the test with the text report (verdict, blocks, suspects,

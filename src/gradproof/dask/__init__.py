@@ -5,8 +5,9 @@ never imports Dask. Two ways in, with the same result:
 
 - :func:`check`: ``gradproof.dask.check(loss, params, grad, scheduler="tcp://host:8786")``
   (or ``client=``), any other option as for :func:`gradproof.check`;
-- ``gradproof.check(..., executor=client.get_executor())``, or
-  ``gradproof check FILE --scheduler tcp://host:8786`` on the command line.
+- ``gradproof.check(..., executor=client.get_executor())``, with a client from
+  :func:`connect` (or your own), or ``gradproof check FILE --scheduler
+  tcp://host:8786`` on the command line.
 
 Either way, chunks of coordinates become Dask tasks sized to the loss's cost,
 the parameters go to each worker once, and the report is the one a local run
@@ -29,7 +30,7 @@ from gradproof._extras import require
 
 require("dask")  # ImportError with the install command where distributed is missing
 
-from gradproof.dask._check import check
+from gradproof.dask._check import check, connect
 from gradproof.dask._executor import pieces
 
-__all__ = ["check", "pieces"]
+__all__ = ["check", "connect", "pieces"]

@@ -62,6 +62,53 @@ def check(
     >>> report.passed, report.coverage
     (True, 'every coordinate: 4 of 4')
     """
+    _validate(scheduler, client, options)
+    if scheduler is None:
+        return _local_check(
+            loss, params, grad, executor=(client or _default_client()).get_executor(), **options
+        )
+    with connect(scheduler) as connected:
+        return _local_check(loss, params, grad, executor=connected.get_executor(), **options)
+
+
+def connect(address: str) -> distributed.Client:
+    """Connect to the running Dask scheduler at ``address``, or say how to start one.
+
+    The client is not made the default one, and waits :data:`CONNECT_SECONDS`
+    for an answer. Use it as a context manager to disconnect again.
+
+    Args:
+        address: the address the scheduler prints, e.g. ``"tcp://10.0.0.5:8786"``.
+
+    Returns:
+        A connected ``distributed.Client``.
+
+    Raises:
+        InvalidArgument: no scheduler answered at ``address``.
+
+    >>> import numpy as np, distributed, gradproof, gradproof.dask
+    >>> web = {"dashboard_address": "127.0.0.1:0"}  # its status page: any free port, loopback
+    >>> with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None,
+    ...                               scheduler_kwargs=web) as cluster:
+    ...     with gradproof.dask.connect(cluster.scheduler_address) as client:
+    ...         report = gradproof.check(lambda p: np.sum(p ** 2), np.ones(3), 2 * np.ones(3),
+    ...                                  executor=client.get_executor())
+    >>> report.status
+    'pass'
+    """
+    try:
+        return distributed.Client(address, timeout=CONNECT_SECONDS, set_as_default=False)
+    except (OSError, TimeoutError) as error:
+        raise invalid(
+            "scheduler",
+            address,
+            f"no Dask scheduler answered within {CONNECT_SECONDS} s ({type(error).__name__})",
+            "start one (`dask scheduler`, then `dask worker ADDRESS` on each machine) and "
+            "pass the address it prints",
+        ) from error
+
+
+def _validate(scheduler: Any, client: Any, options: dict[str, Any]) -> None:
     for name in NOT_HERE:
         if name in options:
             raise invalid(
@@ -77,6 +124,13 @@ def check(
             "cannot be combined with `client` (the client is already connected to one)",
             "pass either scheduler='tcp://host:8786' or client=...",
         )
+    if scheduler is not None and (not isinstance(scheduler, str) or "://" not in scheduler):
+        raise invalid(
+            "scheduler",
+            scheduler,
+            "must be a scheduler's address with its protocol",
+            "pass the address a running scheduler prints, e.g. scheduler='tcp://10.0.0.5:8786'",
+        )
     if client is not None and not isinstance(client, distributed.Client):
         raise invalid(
             "client",
@@ -84,12 +138,6 @@ def check(
             f"is a {type(client).__name__}, not a distributed.Client",
             "pass distributed.Client(address), or scheduler='tcp://host:8786'",
         )
-    if scheduler is None:
-        return _local_check(
-            loss, params, grad, executor=(client or _default_client()).get_executor(), **options
-        )
-    with _connect(scheduler) as connected:
-        return _local_check(loss, params, grad, executor=connected.get_executor(), **options)
 
 
 def _default_client() -> distributed.Client:
@@ -102,24 +150,4 @@ def _default_client() -> distributed.Client:
             "no Dask client is connected in this process",
             "pass scheduler='tcp://host:8786' (a running scheduler's address) or "
             "client=distributed.Client(...)",
-        ) from error
-
-
-def _connect(scheduler: Any) -> distributed.Client:
-    if not isinstance(scheduler, str) or "://" not in scheduler:
-        raise invalid(
-            "scheduler",
-            scheduler,
-            "must be a scheduler's address with its protocol",
-            "pass the address a running scheduler prints, e.g. scheduler='tcp://10.0.0.5:8786'",
-        )
-    try:
-        return distributed.Client(scheduler, timeout=CONNECT_SECONDS, set_as_default=False)
-    except (OSError, TimeoutError) as error:
-        raise invalid(
-            "scheduler",
-            scheduler,
-            f"no Dask scheduler answered within {CONNECT_SECONDS} s ({type(error).__name__})",
-            "start one (`dask scheduler`, then `dask worker ADDRESS` on each machine) and "
-            "pass the address it prints",
         ) from error
