@@ -10,7 +10,7 @@ import pytest
 
 import gradproof
 from gradproof._engine.budget import Budget
-from gradproof._engine.noise import POINTS
+from gradproof._engine.precision import POINTS
 
 SETUP = 3 + 2 * POINTS + 1  # base value thrice, the noise table, the closing determinism check
 RTOL = 1e-6  # relative tolerance on numerical derivatives of the smooth losses below

@@ -16,12 +16,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from gradproof._engine.blocks import apply_tol, overall_status, suspects
 from gradproof._engine.budget import Budget
 from gradproof._engine.context import Context, ModeResult
 from gradproof._engine.coordinates import coordinate_mode
 from gradproof._engine.evaluate import Evaluator
-from gradproof._engine.gradients import resolve_gradient
-from gradproof._engine.judge import apply_tol, overall_status, suspects
+from gradproof._engine.gradients import calls_gradient, params_precision, resolve_gradient
 from gradproof._engine.noise import Baseline, confirm_deterministic, measure_baseline
 from gradproof._engine.parallel import Pool, validate_workers
 from gradproof._engine.probe_verdict import probe_mode
@@ -129,15 +129,19 @@ def check(
     validate_progress(progress)
     limit = Budget.parse(budget, reserved=1)  # one evaluation for the closing determinism test
     layout, theta = flatten(params)
-    g, grad_eps = resolve_gradient(grad, params, layout)
     bar = Progress(progress)
     pool = None
     try:
+        local = Evaluator(loss, layout, theta, batched=batched, progress=bar)
+        # The loss before the gradient function runs: a backward that writes into data
+        # the loss reads is caught by comparing it with the values after (noise.py).
+        before = local.value() if calls_gradient(grad) else None
+        g, grad_eps = resolve_gradient(grad, params, layout)
         if (workers is not None or executor is not None) and mode != "probe":
-            # Before any evaluation: an unpicklable loss fails here, having cost nothing.
+            # Before any step away from θ: an unpicklable loss fails here, having cost little.
             pool = Pool(loss, layout, theta, batched, workers=workers, executor=executor)
-        evaluator = Evaluator(loss, layout, theta, batched=batched, progress=bar, pool=pool)
-        base = measure_baseline(evaluator, layout, noise)
+        evaluator = local.with_pool(pool)
+        base = measure_baseline(evaluator, layout, noise, before)
         ctx = _context(layout, theta, g, grad_eps, evaluator, base, scheme, eps, limit, seed)
         outcome = _run_mode(ctx, mode, samples, bar)
         confirm_deterministic(evaluator, base, noise)
@@ -193,10 +197,10 @@ def _context(
         eps=eps,
         j0=base.j0,
         delta=base.delta,
-        machine_eps=base.machine_eps,
+        level=base.level,
         budget=budget,
         seed=seed,
-        grad_eps=grad_eps,
+        grad_eps=max(grad_eps, base.level.eps, params_precision(layout)),
     )
 
 
@@ -212,12 +216,15 @@ def _report(
     ctx: Context, outcome: ModeResult, base: Baseline, mode: str, tol: float | None, seconds: float
 ) -> Report:
     """Apply ``tol`` on top of the error model and assemble the frozen report."""
-    blocks = apply_tol(list(outcome.blocks), outcome.difference, tol)
+    # Where the gradient and its estimate are both ~0, their relative difference is
+    # noise over noise: the notebook's threshold does not judge it.
+    tol_judges = None if "near_zero" in outcome.extra else tol
+    blocks = apply_tol(list(outcome.blocks), outcome.difference, tol_judges)
     extra = dict(outcome.extra)
     if ctx.budget.limited:
         extra["budget"] = ctx.budget.describe()
     return Report(
-        status=overall_status(blocks, outcome.difference, tol),
+        status=overall_status(blocks, outcome.difference, tol_judges),
         difference=outcome.difference,
         tol=tol,
         blocks={b.name: b for b in blocks},

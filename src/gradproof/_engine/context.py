@@ -19,6 +19,7 @@ import numpy as np
 
 from gradproof._engine.budget import Budget
 from gradproof._engine.evaluate import Evaluator, evaluate_offsets
+from gradproof._engine.precision import FLOAT64, Level, round_to
 from gradproof._engine.schemes import Scheme, default_step
 from gradproof._engine.tree import Layout
 from gradproof._report import BlockResult
@@ -37,7 +38,7 @@ class Context:
             where they cannot clear a coordinate (``scheme="auto"``, no ``eps``).
         eps: the user's fixed step, or None for steps scaled to each coordinate.
         j0: the loss at ``theta``; ``delta``: a bound on the noise in one value.
-        machine_eps: the precision the loss computes in.
+        level: the precision the loss works in, as measured.
         budget: what the check may still spend.
         seed: seeds every random choice of the mode.
         grad_eps: the precision the gradient under test was computed in.
@@ -52,10 +53,15 @@ class Context:
     eps: float | None
     j0: float
     delta: float
-    machine_eps: float
+    level: Level
     budget: Budget
     seed: int
     grad_eps: float
+
+    @property
+    def machine_eps(self) -> float:
+        """The epsilon of the precision the loss works in."""
+        return self.level.eps
 
     @property
     def rtol(self) -> float:
@@ -82,6 +88,26 @@ class Context:
         if self.scheme.name == "complex":
             return np.full(theta.shape, base)
         return base * np.maximum(np.abs(theta), 1.0)
+
+    def offsets(self, theta: np.ndarray) -> np.ndarray:
+        """The scheme's offsets for coordinates at ``theta``, shape (n, k).
+
+        With steps of its own choosing (no ``eps``), the check makes each shifted
+        coordinate representable in the precision the loss works in, so that a
+        loss computing in float32 sees exactly the step the formula assumes.
+        """
+        offsets = self.scheme.offsets(theta, self.steps(theta), exact=self.eps is None)
+        if self.eps is None and self.level.bits < FLOAT64.bits and not self.scheme.is_complex:
+            offsets = round_to(theta[:, None] + offsets, self.level) - theta[:, None]
+        return offsets
+
+    def noise_at(self, values: np.ndarray) -> np.ndarray:
+        """A bound on the noise in each row of loss ``values`` (shape (n, k)): the base
+        point's, or one unit of roundoff of the largest value in the row, where the loss
+        is much larger away from the base point (near a minimum at J ≈ 0)."""
+        with np.errstate(invalid="ignore"):
+            largest = np.max(np.abs(values), axis=1)
+        return np.maximum(self.delta, self.machine_eps * largest)
 
     def evaluate(self, indices: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """J(theta + offsets[i, k] e_indices[i]) for every i, k, in this check's scheme."""

@@ -21,60 +21,144 @@ from typing import Any
 
 import numpy as np
 
+from gradproof._engine.blocks import SUSPECTS_NOTE, blocks_of, global_signal, judge_block, unchecked
 from gradproof._engine.context import Context, ModeResult
-from gradproof._engine.judge import (
-    SUSPECTS_NOTE,
-    Judged,
-    blocks_of,
-    global_signal,
-    judge_block,
-    judge_elements,
-    relative_difference,
-    unchecked,
-)
+from gradproof._engine.judge import Judged, judge_elements, norm, relative_difference
+from gradproof._engine.noise import raise_unrepeatable
+from gradproof._engine.precision import POINTS, noise_from_table
 from gradproof._engine.schemes import SCHEMES
 from gradproof._engine.tree import Layout
 from gradproof._report import BlockResult
 
+# A coordinate whose derivatives are this small next to the loss's change over the step
+# sits near a stationary point, where noise is measured where the loss is evaluated.
+STATIONARY = 1e-3
 CHUNK_SECONDS = 0.5  # target duration of one chunk of evaluations between budget checks
 
 # Judged's arrays (numeric_tolerance: the part of the tolerance owed to the numerical derivative)
-JUDGED_FIELDS = ("numerical", "tolerance", "wrong", "kink", "numeric_tolerance")
+JUDGED_FIELDS = (
+    "numerical",
+    "tolerance",
+    "wrong",
+    "kink",
+    "numeric_tolerance",
+    "slope",
+    "unclear",
+)
 
 
 def judge_coordinates(ctx: Context, indices: np.ndarray) -> Judged:
-    """Estimate and judge the partial derivatives at ``indices`` (sorted or not)."""
+    """Estimate and judge the partial derivatives at ``indices`` (sorted or not).
+
+    Coordinates judged near a kink are evaluated once more: a kink must be
+    reproducible, and a value that changes is nondeterminism, not a kink.
+    """
     theta = ctx.theta[indices]
     g = ctx.g[indices]
-    offsets = ctx.scheme.offsets(theta, ctx.steps(theta), exact=ctx.eps is None)
+    offsets = ctx.offsets(theta)
     if not ctx.adaptive:
         values = ctx.evaluate(indices, offsets)
-        estimate = ctx.scheme.combine(ctx.j0, values, offsets, ctx.delta)
-        return judge_elements(g, estimate, ctx.scheme.name, ctx.rtol, ctx.grad_eps, ctx.grad_scale)
-    central = SCHEMES["central"]
+        judged = _judge(ctx, g, theta, values, offsets, ctx.scheme.name)
+        _confirm_kinks(ctx, indices, offsets, values, judged.kink)
+        return judged
     pair = ctx.evaluate(indices, offsets[:, :2])
-    first = central.combine(ctx.j0, pair, offsets[:, :2], ctx.delta)
-    judged = judge_elements(g, first, "central", ctx.rtol, ctx.grad_eps, ctx.grad_scale)
+    judged = _judge(ctx, g, theta, pair, offsets[:, :2], "central")
     undecided = np.flatnonzero(judged.wrong | judged.kink)
     if undecided.size == 0:
         return judged
     more = ctx.evaluate(indices[undecided], offsets[undecided, 2:])
     values = np.concatenate([pair[undecided], more], axis=1)
-    estimate = ctx.scheme.combine(ctx.j0, values, offsets[undecided], ctx.delta)
-    second = judge_elements(
-        g[undecided], estimate, ctx.scheme.name, ctx.rtol, ctx.grad_eps, ctx.grad_scale
+    second = _judge(
+        ctx, g[undecided], theta[undecided], values, offsets[undecided], ctx.scheme.name
     )
+    second = _near_stationary(
+        ctx, indices[undecided], g[undecided], values, offsets[undecided], second
+    )
+    _confirm_kinks(ctx, indices[undecided], offsets[undecided], values, second.kink)
     merged = _arrays(judged)
-    for name, values in _arrays(second).items():
+    for name, part in _arrays(second).items():
         merged[name] = merged[name].copy()
-        merged[name][undecided] = values
+        merged[name][undecided] = part
     return Judged(**merged, refined=int(undecided.size))
+
+
+def _judge(
+    ctx: Context,
+    g: np.ndarray,
+    theta: np.ndarray,
+    values: np.ndarray,
+    offsets: np.ndarray,
+    scheme: str,
+    delta: np.ndarray | None = None,
+) -> Judged:
+    """Combine ``values`` with scheme ``scheme``'s formula and judge them against ``g``."""
+    noise = ctx.noise_at(values) if delta is None else delta
+    estimate = SCHEMES[scheme].combine(ctx.j0, values, offsets, noise)
+    judged = judge_elements(g, estimate, scheme, ctx.rtol, ctx.grad_eps, ctx.grad_scale)
+    step = np.abs(offsets[:, 0])
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        reach = np.abs(np.real(values[:, 0]) - ctx.j0) / step**2 * np.maximum(np.abs(theta), 1.0)
+    return replace(judged, slope=np.where(np.isfinite(reach), reach, 0.0))
+
+
+def _confirm_kinks(
+    ctx: Context, indices: np.ndarray, offsets: np.ndarray, values: np.ndarray, kink: np.ndarray
+) -> None:
+    """Evaluate the points of coordinates judged at a kink again; raise if they moved."""
+    rows = np.flatnonzero(kink)
+    if rows.size == 0:
+        return
+    again = ctx.evaluate(indices[rows], offsets[rows])
+    moved = np.abs(again - values[rows]) > ctx.noise_at(values[rows])[:, None]
+    if np.any(moved):
+        row, col = np.argwhere(moved)[0]
+        raise_unrepeatable(ctx, int(indices[rows][row]), values[rows][row, col], again[row, col])
+
+
+def _near_stationary(
+    ctx: Context,
+    indices: np.ndarray,
+    g: np.ndarray,
+    values: np.ndarray,
+    offsets: np.ndarray,
+    judged: Judged,
+) -> Judged:
+    """Re-judge failing coordinates where the loss barely slopes, with noise measured there.
+
+    Near a minimum the noise in J(θ ± h) grows with the distance from θ (a sum of
+    squared residuals carries each residual's rounding times the residual), so
+    the base point's noise understates it. Where a coordinate fails while both
+    derivatives are tiny next to the loss's change over the step, the noise is
+    measured at θ + h along that coordinate (``POINTS`` evaluations each).
+    """
+    secant = np.abs(values[:, 0] - ctx.j0) / np.abs(offsets[:, 0])
+    small = np.maximum(np.abs(g), np.abs(judged.numerical)) <= STATIONARY * secant
+    unclear = np.zeros_like(small) if judged.unclear is None else judged.unclear
+    rows = np.flatnonzero((judged.wrong | unclear) & ~judged.kink & small)
+    if rows.size == 0:
+        return judged
+    delta = ctx.noise_at(values)
+    delta[rows] = np.maximum(delta[rows], noise_along(ctx, indices[rows], offsets[rows, 0]))
+    return _judge(ctx, g, ctx.theta[indices], values, offsets, ctx.scheme.name, delta)
+
+
+def noise_along(ctx: Context, indices: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Twice the noise's standard deviation in J near θ + start·e_i, for each coordinate."""
+    base = ctx.theta[indices] + start
+    spacing = 1e3 * ctx.machine_eps * np.maximum(np.abs(base), 1.0)
+    table = start[:, None] + spacing[:, None] * np.arange(POINTS + 1)
+    values = ctx.evaluate(indices, table)
+    return np.array([2 * noise_from_table(row) for row in values])
 
 
 def _arrays(judged: Judged) -> dict[str, np.ndarray]:
     """``judged``'s element arrays by field name (the numeric tolerance filled in)."""
     out = {name: getattr(judged, name) for name in JUDGED_FIELDS}
     out["numeric_tolerance"] = judged.numeric
+    if judged.slope is None:
+        out["slope"] = np.zeros(judged.numerical.shape)
+    if judged.unclear is None:
+        out["unclear"] = np.zeros(judged.numerical.shape, dtype=bool)
     return out
 
 
@@ -180,6 +264,12 @@ def coordinate_mode(ctx: Context, mode: str, per_block: int | None, progress: An
     extra: dict[str, Any] = {}
     if ctx.adaptive:
         extra["central_first"] = {"coordinates": int(indices.size), "refined": judged.refined}
+    if indices.size and norm(g) + norm(judged.numerical) <= norm(judged.numeric):
+        extra["near_zero"] = (
+            "the gradient and its numerical estimate are both zero within the error bound "
+            "(a stationary point, or a loss of ~0), so their relative difference means nothing "
+            "and `tol` does not judge it"
+        )
     coverage, miss = _coverage(ctx, mode, indices.size, per_block, blocks, extra)
     extra["checked"] = {b.name: b.checked for b in blocks}
     return ModeResult(
@@ -248,6 +338,8 @@ def _slice_judged(judged: Judged, sl: np.ndarray) -> Judged:
         wrong=judged.wrong[sl],
         kink=judged.kink[sl],
         numeric_tolerance=judged.numeric[sl],
+        slope=None if judged.slope is None else judged.slope[sl],
+        unclear=None if judged.unclear is None else judged.unclear[sl],
     )
 
 

@@ -13,7 +13,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -42,6 +42,10 @@ class Evaluator:
     pool: Any = None  # a gradproof._engine.parallel.Pool, or None: evaluate here
     progress: Any = None  # a gradproof._engine.progress.Progress, or None
     seconds: float = 0.0  # time spent inside the loss, for budgets and chunk sizes
+
+    def with_pool(self, pool: Any) -> Evaluator:
+        """This evaluator (its counts and timings kept) sending coordinates to ``pool``."""
+        return self if pool is None else replace(self, pool=pool)
 
     @property
     def seconds_per_evaluation(self) -> float:

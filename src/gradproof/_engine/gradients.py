@@ -27,9 +27,9 @@ def resolve_gradient(grad: Any, params: Any, layout: Layout) -> tuple[np.ndarray
     Raises:
         InvalidArgument: missing, extra or misshapen blocks, NaN or inf.
     """
-    if callable(grad) and not isinstance(grad, (np.ndarray, Mapping, list, tuple)):
+    if calls_gradient(grad):
         grad = _call_gradient(grad, params)
-    elif not _is_structure(grad):
+    elif not is_structure(grad):
         raise invalid(
             "grad",
             grad,
@@ -52,12 +52,27 @@ def resolve_gradient(grad: Any, params: Any, layout: Layout) -> tuple[np.ndarray
     return gflat, _precision(glayout)
 
 
+def params_precision(layout: Layout) -> float:
+    """The epsilon of the least precise float block of the parameters.
+
+    A backward run on float32 parameters rounds in float32 even where it
+    accumulates into a float64 buffer (conv, RNN and LSTM backwards often do):
+    the gradient's dtype alone understates its rounding.
+    """
+    return _precision(layout)
+
+
 def _precision(glayout: Layout) -> float:
     found = [float_eps(b.dtype) for b in glayout.blocks]
     return max((e for e in found if e is not None), default=float(np.finfo(np.float64).eps))
 
 
-def _is_structure(grad: Any) -> bool:
+def calls_gradient(grad: Any) -> bool:
+    """Whether ``grad`` is a function to call, rather than the gradient's values."""
+    return callable(grad) and not isinstance(grad, (np.ndarray, Mapping, list, tuple))
+
+
+def is_structure(grad: Any) -> bool:
     import numbers
 
     return isinstance(grad, (np.ndarray, Mapping, list, tuple, numbers.Real)) or hasattr(

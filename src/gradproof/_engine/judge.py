@@ -1,4 +1,4 @@
-"""Turn numerical estimates into verdicts: per element, per block, overall.
+"""Turn numerical estimates into element verdicts (blocks.py turns those into block verdicts).
 
 Each element is judged against its own tolerance, built from the error model::
 
@@ -14,26 +14,15 @@ analytic value matches one side, sits near a kink and is not a bug.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
-from gradproof._engine.diagnose import diagnose, scale_of
 from gradproof._engine.schemes import Estimate
-from gradproof._engine.tree import Block, Layout
-from gradproof._report import BlockResult, ElementResult, Index, Status
 
 SAFETY = 4.0
-INCONCLUSIVE_RATIO = 0.1
 KINK_SLACK = {"central": 1e-3, "richardson": 1e-3, "complex": 0.0}
-WORST_SHOWN = 5
-SAMPLE_SHOWN = 200  # (analytic, numerical) pairs kept per block for the scatter plot
 GRAD_ROUNDING = 8.0  # units of the gradient's own epsilon allowed per element
-SUSPECTS_NOTE = (
-    "Suspects are ordered latest block first: backprop runs from the output back "
-    "towards the input, so the latest failing block is where the first error arose."
-)
 
 
 @dataclass(frozen=True)
@@ -47,6 +36,13 @@ class Judged:
     # The part of the tolerance owed to the numerical derivative alone (the rest
     # allows for a low-precision gradient's own rounding); None: all of it.
     numeric_tolerance: np.ndarray | None = None
+    # The size the loss's derivatives reach over a move of θ's own size:
+    # |J(θ+h) - J(θ)| / h² · max(|θ|, 1), a minimum's curvature times that size
+    # (None where unknown). Near a minimum both the gradient and its estimate are
+    # ~0, and noise is judged against this instead.
+    slope: np.ndarray | None = None
+    # Near a kink that this precision cannot resolve: neither cleared nor blamed.
+    unclear: np.ndarray | None = None
     # Coordinates among these that central differences could not clear, so that
     # they were judged on Richardson's extra points (the default scheme only).
     refined: int = 0
@@ -57,9 +53,30 @@ class Judged:
 
 
 def relative_difference(g: np.ndarray, n: np.ndarray) -> float:
-    """The notebook's ``||g - n||_2 / (||g||_2 + ||n||_2)``, 0 where both are 0."""
-    denom = float(np.linalg.norm(g) + np.linalg.norm(n))
-    return float(np.linalg.norm(g - n)) / denom if denom > 0 else 0.0
+    """The notebook's ``||g - n||_2 / (||g||_2 + ||n||_2)``, 0 where both are 0.
+
+    Computed without overflow at any scale (a gradient of 1e200 gives a
+    difference near 1, not NaN); an infinite numerical derivative gives 1.
+
+    >>> relative_difference(np.full(2, 1e200), np.ones(2))
+    1.0
+    """
+    with np.errstate(invalid="ignore", over="ignore"):
+        denom = norm(g) + norm(n)
+        value = norm(g - n) / denom if denom > 0 else 0.0
+    return value if math.isfinite(value) else 1.0
+
+
+def norm(x: np.ndarray) -> float:
+    """The 2-norm of ``x``, scaled so that huge elements do not overflow it."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        plain = float(np.linalg.norm(x))
+    if math.isfinite(plain) or x.size == 0:
+        return plain
+    largest = float(np.max(np.abs(x)))
+    if not math.isfinite(largest) or largest == 0:
+        return largest
+    return largest * float(np.linalg.norm(x / largest))
 
 
 def judge_elements(
@@ -88,14 +105,47 @@ def judge_elements(
     if grad_eps > 2.0**-52:
         tol += GRAD_ROUNDING * grad_eps * (np.abs(g) + scale)
     kink = np.zeros(n.shape, dtype=bool)
+    unclear = np.zeros(n.shape, dtype=bool)
+    with np.errstate(invalid="ignore"):
+        disagree = ~(np.abs(g - n) <= tol)
     for i in np.flatnonzero(_nonsmooth(g, est, KINK_SLACK[scheme], rtol)):
         side = _kink_side(g[i], est, int(i), KINK_SLACK[scheme], rtol)
-        if side is not None:
+        # A side replaces the estimate where it explains a disagreement, or judges more
+        # tightly; where the estimate already matches g more tightly, a smooth loss's
+        # curvature (one-sided differences apart by h·J'') is no kink.
+        if side is not None and (disagree[i] or side[1] < tol[i]):
             n[i], tol[i] = side
             numeric[i] = min(numeric[i], tol[i])
             kink[i] = True
-    wrong = np.abs(g - n) > tol
-    return Judged(n, tol, wrong, kink, numeric)
+    # Where the precision is too coarse to tell a kink from noise (both sides uncertain),
+    # an element that lies within a side's own error is neither cleared nor blamed.
+    for i in np.flatnonzero(
+        disagree & ~kink & np.isfinite(est.forward) & np.isfinite(est.backward)
+    ):
+        unclear[i] = _uncertain_side_matches(g[i], est, int(i), max(KINK_SLACK[scheme], rtol))
+    # Non-finite anywhere (an overflowing estimate or tolerance) is never a pass.
+    with np.errstate(invalid="ignore"):
+        beyond = ~(np.abs(g - n) <= tol) | ~np.isfinite(n) | ~np.isfinite(tol)
+    return Judged(n, tol, beyond & ~unclear, kink, numeric, unclear=unclear)
+
+
+def _uncertain_side_matches(g: float, est: Estimate, i: int, slack: float) -> bool:
+    """Near a kink, in a precision too coarse to tell: the noise alone could hide a kink,
+    both one-sided estimates are too uncertain to be informative, yet ``g`` lies within
+    one side's own error bound.
+
+    Such an element can be neither cleared nor blamed: its block is inconclusive.
+    Where the sides are uncertain from curvature rather than noise (float64 near a
+    minimum), the noise is small and this never applies.
+    """
+    fwd, bwd = est.forward[i], est.backward[i]
+    size = max(abs(fwd), abs(bwd), abs(g))
+    if SAFETY * 4 * est.roundoff[i] <= slack * size:
+        return False  # the noise is too small to hide a kink: the estimate stands
+    sides = ((est.forward_error[i], fwd), (est.backward_error[i], bwd))
+    if any(err <= 0.1 * size for err, _ in sides):
+        return False  # an informative side exists, and g did not match it
+    return any(abs(g - side) <= SAFETY * err for err, side in sides)
 
 
 def _nonsmooth(g: np.ndarray, est: Estimate, slack: float, rtol: float) -> np.ndarray:
@@ -135,187 +185,13 @@ def _kink_side(
     return None
 
 
-def judge_block(
-    block: Block,
-    positions: np.ndarray,
-    g: np.ndarray,
-    theta: np.ndarray,
-    judged: Judged,
-    global_signal: float,
-    tol: float | None,
-) -> BlockResult:
-    """The verdict for one block from its checked positions (offsets into the block)."""
-    n, t = judged.numerical, judged.tolerance
-
-    def index(k: int) -> Index:  # only the elements the report names are unravelled
-        return block.unravel(int(positions[k]))
-
-    wrong = [index(k) for k in np.flatnonzero(judged.wrong).tolist()]
-    kinks = tuple(index(k) for k in np.flatnonzero(judged.kink).tolist())
-    err = np.abs(g - n)
-    difference = relative_difference(g, n)
-    status, reason = _block_status(g, n, judged.numeric, wrong, difference, tol, global_signal)
-    full = positions.size == block.size
-    diagnosis = None
-    if status == "fail":
-        shape = block.shape if full and block.shape else (positions.size,)
-        diagnosis = diagnose(
-            block.name, g.reshape(shape), n.reshape(shape), theta.reshape(shape), wrong
-        )
-    worst_k = int(np.argmax(err)) if err.size else 0
-    return BlockResult(
-        name=block.name,
-        shape=block.shape,
-        status=status,
-        difference=difference,
-        scale=scale_of(g, n),
-        max_abs_error=float(err.max(initial=0.0)),
-        worst_index=index(worst_k) if positions.size else (),
-        checked=int(positions.size),
-        wrong_elements=tuple(wrong),
-        kinks=kinks,
-        worst=_worst(block.name, index, g, n, t, judged.kink),
-        reason=reason,
-        diagnosis=diagnosis,
-        sample=_sample(g, n),
-    )
-
-
-def _sample(g: np.ndarray, n: np.ndarray) -> tuple[tuple[float, float], ...]:
-    """Up to SAMPLE_SHOWN (analytic, numerical) pairs, evenly spaced over the block, for plots."""
-    if g.size <= SAMPLE_SHOWN:
-        return tuple(zip(g.ravel().tolist(), n.ravel().tolist(), strict=True))
-    # dict.fromkeys, not np.unique: numpy's set routines import numpy.ma on first use (~20 ms).
-    spaced = np.linspace(0, g.size - 1, SAMPLE_SHOWN).astype(np.int64).tolist()
-    return tuple((float(g[k]), float(n[k])) for k in dict.fromkeys(spaced))
-
-
-def _block_status(
-    g: np.ndarray,
-    n: np.ndarray,
-    t: np.ndarray,
-    wrong: list[Index],
-    difference: float,
-    tol: float | None,
-    global_signal: float,
-) -> tuple[Status, str]:
-    if wrong:
-        return "fail", f"{len(wrong)} element(s) beyond the error model"
-    if tol is not None and difference > tol:
-        return "fail", f"difference {difference:.3g} > tol {tol:.3g}"
-    signal = max(rms(n), rms(g), 1e-3 * global_signal)
-    noise = rms(t)
-    if signal > 0 and noise > INCONCLUSIVE_RATIO * signal:
-        return "inconclusive", (
-            f"the numerical derivative is too noisy to judge: its error bound is "
-            f"{noise / signal:.0%} of the gradient's size. Try float64 evaluation, a "
-            f"larger eps, or a loss with less noise"
-        )
-    return "pass", ""
-
-
 def rms(x: np.ndarray) -> float:
-    """The root mean square of ``x`` (0 for an empty array)."""
+    """The root mean square of ``x`` (0 for an empty array), without overflow."""
     flat = x.ravel()
-    return math.sqrt(float(np.dot(flat, flat)) / flat.size) if flat.size else 0.0
-
-
-def _worst(
-    name: str,
-    index: Callable[[int], Index],
-    g: np.ndarray,
-    n: np.ndarray,
-    t: np.ndarray,
-    kink: np.ndarray,
-) -> tuple[ElementResult, ...]:
-    ratio = np.abs(g - n) / t
-    order = np.argsort(-ratio, kind="stable")[:WORST_SHOWN]
-    out = []
-    for k in order:
-        abs_err = float(abs(g[k] - n[k]))
-        denom = max(abs(float(g[k])), abs(float(n[k])))
-        out.append(
-            ElementResult(
-                block=name,
-                index=index(int(k)),
-                analytic=float(g[k]),
-                numerical=float(n[k]),
-                abs_error=abs_err,
-                rel_error=abs_err / denom if denom > 0 else 0.0,
-                tolerance=float(t[k]),
-                note="near a kink" if kink[k] else "",
-            )
-        )
-    return tuple(out)
-
-
-def apply_tol(blocks: list[BlockResult], difference: float, tol: float | None) -> list[BlockResult]:
-    """The notebook's rule on top of the error model: the overall difference against ``tol``.
-
-    As in the Gradient Checking notebook, ``tol`` judges one number, the difference
-    over every checked coordinate. Where that exceeds ``tol`` and the error model
-    failed no block, the blocks whose own difference exceeds ``tol`` fail (at
-    least one does when the overall one does); where the error model already
-    names failing blocks, they explain the overall difference, and no other
-    block is blamed for it.
-    """
-    if tol is None or difference <= tol or any(b.status == "fail" for b in blocks):
-        return blocks
-    return [
-        replace(
-            b,
-            status="fail",
-            reason=f"difference {b.difference:.3g} > tol {tol:.3g} (overall {difference:.3g})",
-        )
-        if b.status != "fail" and b.difference > tol
-        else b
-        for b in blocks
-    ]
-
-
-def unchecked(block: Block, reason: str) -> BlockResult:
-    """An inconclusive result for a block no evaluation reached; ``reason`` says why."""
-    return BlockResult(
-        name=block.name,
-        shape=block.shape,
-        status="inconclusive",
-        difference=0.0,
-        scale=None,
-        max_abs_error=0.0,
-        worst_index=(),
-        checked=0,
-        reason=reason,
-    )
-
-
-def overall_status(blocks: list[BlockResult], difference: float, tol: float | None) -> Status:
-    """Fail if any block fails (or the overall difference exceeds ``tol``)."""
-    if any(b.status == "fail" for b in blocks) or (tol is not None and difference > tol):
-        return "fail"
-    if any(b.status == "inconclusive" for b in blocks):
-        return "inconclusive"
-    return "pass"
-
-
-def suspects(blocks: list[BlockResult]) -> tuple[str, ...]:
-    """Failing blocks, latest in structure order first.
-
-    Backprop runs from the output towards the input, so a wrong block late in
-    a forward-ordered structure is the earliest error in backprop's own order;
-    blocks before it may only inherit its error.
-    """
-    return tuple(b.name for b in reversed(blocks) if b.status == "fail")
-
-
-def global_signal(g: np.ndarray, n: np.ndarray) -> float:
-    """The size of the whole checked gradient, below which a block's noise is judged."""
-    return max(rms(g), rms(n))
-
-
-def blocks_of(layout: Layout, indices: np.ndarray) -> list[tuple[Block, np.ndarray, np.ndarray]]:
-    """For each block: the block, the slice of checked positions, their offsets in it."""
-    out = []
-    for block in layout.blocks:
-        lo, hi = np.searchsorted(indices, [block.start, block.stop])
-        out.append((block, np.arange(lo, hi), indices[lo:hi] - block.start))
-    return out
+    if not flat.size:
+        return 0.0
+    with np.errstate(over="ignore"):
+        square = float(np.dot(flat, flat))
+    if math.isfinite(square):
+        return math.sqrt(square / flat.size)
+    return norm(flat) / math.sqrt(flat.size)

@@ -3,10 +3,9 @@
 Before any step away from the parameters, :func:`measure_baseline` evaluates the
 loss a few times at the base point (a loss that changes between identical calls
 raises :class:`~gradproof.NondeterministicLossError`: no gradient is blamed for
-it), reads the precision the loss computes in, and measures the noise in its
-values; :func:`confirm_deterministic` looks once more after the check.
-
-The noise is measured (roundoff, cancellation) from the loss's own differences.
+it), measures the precision the loss works in and the noise in its values
+(:mod:`gradproof._engine.precision`); :func:`confirm_deterministic` looks once
+more after the check.
 
 An a-priori roundoff bound (a few units of ``eps * |J|``) is too optimistic for
 real losses: ``log(1 - sigmoid(z))`` near z >> 0 loses digits to cancellation,
@@ -15,24 +14,28 @@ noise instead, with a difference table along random directions (after Moré
 and Wild's ECnoise): high-order differences of a smooth function at a tiny
 spacing vanish, so what remains is noise, with a known amplification.
 
-Cost: ``2 * POINTS`` loss evaluations for the whole check.
+Cost: ``REPEATS`` evaluations, then ``2 * POINTS`` per precision tried (one,
+for a loss that resolves float64 steps).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import comb
-from statistics import median
 from typing import Any
 
 import numpy as np
 
 from gradproof._engine.evaluate import Evaluator
+from gradproof._engine.precision import (
+    FLOAT64,
+    Level,
+    Measured,
+    level_of,
+    measure_precision,
+)
 from gradproof._engine.tree import Layout
 from gradproof._errors import NondeterministicLossError
 
-POINTS = 8
-ORDERS = (3, 4, 5, 6)
 REPEATS = 3  # evaluations of the loss at the base point before the check
 
 
@@ -45,31 +48,44 @@ class Baseline:
         spread: how much repeated calls differed (0 for a deterministic loss).
         delta: a bound on the error in one loss value (see :func:`noise_level`).
         precision: the precision the check ran in, in words, for the report.
-        machine_eps: the epsilon of the dtype the loss computes in.
+        level: the precision the loss works in, measured.
     """
 
     j0: float
     spread: float
     delta: float
     precision: str
-    machine_eps: float
+    level: Level
+
+    @property
+    def machine_eps(self) -> float:
+        """The epsilon of the precision the loss works in."""
+        return self.level.eps
 
 
-def measure_baseline(evaluator: Evaluator, layout: Layout, noise: float | None) -> Baseline:
+def measure_baseline(
+    evaluator: Evaluator, layout: Layout, noise: float | None, before: float | None = None
+) -> Baseline:
     """Evaluate the base point ``REPEATS`` times, then measure the noise (``2 * POINTS``).
+
+    ``before`` is the loss's value taken before the gradient function ran (None
+    where the gradient was given as values): it counts as the first repeat.
 
     Raises:
         NondeterministicLossError: the repeated values differ by more than
-            roundoff (or than ``noise``, where given).
+            roundoff (or than ``noise``, where given), or calling the gradient
+            function changed the loss.
     """
-    values = [evaluator.value() for _ in range(REPEATS)]
+    values = [] if before is None else [before]
+    values += [evaluator.value() for _ in range(REPEATS - len(values))]
+    if before is not None:
+        _raise_if_grad_changed_loss(values, noise)
     spread = float(max(values) - min(values)) if not isinstance(values[0], complex) else 0.0
     j0 = float(np.real(values[0]))
     _raise_if_noisy(spread, j0, noise, values)
-    precision, machine_eps = _precision(layout, evaluator)
-    measured = measure_noise(evaluator, j0, machine_eps)
-    delta = noise_level(j0, spread, measured, machine_eps, noise)
-    return Baseline(j0, spread, delta, precision, machine_eps)
+    measured = measure_precision(evaluator, j0, _output_level(evaluator))
+    delta = noise_level(j0, spread, measured.noise, measured.level.eps, noise)
+    return Baseline(j0, spread, delta, _precision_text(layout, measured), measured.level)
 
 
 def confirm_deterministic(evaluator: Evaluator, base: Baseline, noise: float | None) -> None:
@@ -92,9 +108,41 @@ def noise_level(
     return max(roundoff, 2 * measured, spread, noise or 0.0)
 
 
+def _raise_if_grad_changed_loss(values: list[Any], noise: float | None) -> None:
+    """The value before ``grad(params)`` differs while those after it agree: ``grad`` did it."""
+    before, *after = (float(np.real(v)) for v in values)
+    allowed = _allowed(after[0], noise)
+    if abs(before - after[0]) > allowed and max(after) - min(after) <= allowed:
+        raise NondeterministicLossError(
+            f"Calling the gradient function changed the loss: it was {before:.17g} before "
+            f"grad(params) ran and {after[0]:.17g} after, at the same parameters, so the "
+            "gradient would be compared with a different function. Likely cause: the backward "
+            "writes into data the loss reads (an in-place += on a cached array, or on an "
+            "argument such as dnext_c or dout). Fix: copy those arrays in the backward "
+            "(dnext_c = dnext_c.copy()) or pass the gradient as values, grad=grad_fn(params)."
+        )
+
+
+def raise_unrepeatable(ctx: Any, index: int, first: float, again: float) -> None:
+    """A point judged at a kink gave a different value when evaluated again: no kink."""
+    block = ctx.layout.block_of(index)
+    where = f"{block.name}{list(block.unravel(index - block.start))}"
+    raise NondeterministicLossError(
+        f"The loss returned different values at the same shifted parameters ({where}: "
+        f"{first:.17g}, then {again:.17g}), so what looked like a kink there is not "
+        "reproducible and no gradient is blamed. Likely causes: a random draw, a counter or a "
+        "cache inside the loss, or non-deterministic kernels. Fix: make the loss "
+        "deterministic, or pass noise=<the spread you accept>."
+    )
+
+
+def _allowed(j0: float, noise: float | None) -> float:
+    """How far repeated values may differ: ``noise``, or a few units of roundoff of |J|."""
+    return noise if noise is not None else 32 * np.finfo(np.float64).eps * max(abs(j0), 1e-300)
+
+
 def _raise_if_noisy(spread: float, j0: float, noise: float | None, values: list[Any]) -> None:
-    allowed = noise if noise is not None else 32 * np.finfo(np.float64).eps * max(abs(j0), 1e-300)
-    if spread > allowed:
+    if spread > _allowed(j0, noise):
         shown = ", ".join(f"{v:.17g}" for v in values)
         raise NondeterministicLossError(
             f"The loss returned different values for the same parameters ({shown}; spread "
@@ -107,55 +155,37 @@ def _raise_if_noisy(spread: float, j0: float, noise: float | None, values: list[
         )
 
 
-def _precision(layout: Layout, evaluator: Evaluator) -> tuple[str, float]:
-    """The report's precision line, and the epsilon of the dtype the loss computes in."""
-    kinds = sorted({str(b.dtype) for b in layout.blocks if b.dtype != np.float64})
+def _output_level(evaluator: Evaluator) -> Level:
+    """The precision the loss's return type claims (a complex64 value: float32's)."""
     out = evaluator.output_dtype or np.dtype(np.float64)
     if out.kind == "c":
         out = np.dtype(np.float64) if out == np.complex128 else np.dtype(np.float32)
-    machine_eps = float(np.finfo(out).eps) if out.kind == "f" else float(np.finfo(np.float64).eps)
-    if out.kind == "f" and out.itemsize < 8:
-        text = f"{out} (the loss computes in {out}; steps and tolerances are set for it)"
+    return level_of(float(np.finfo(out).eps)) if out.kind == "f" else FLOAT64
+
+
+def _precision_text(layout: Layout, measured: Measured) -> str:
+    """The report's precision line: what the loss works in, and how that was found."""
+    name = measured.level.name
+    if measured.coarser:
+        text = (
+            f"{name} (measured: the loss resolves steps no finer than about {name}'s "
+            "precision; steps and tolerances are set for it)"
+        )
+    elif measured.level is not FLOAT64:
+        text = f"{name} (the loss computes in {name}; steps and tolerances are set for it)"
     else:
         text = "float64"
+    kinds = sorted({str(b.dtype) for b in layout.blocks if b.dtype != np.float64})
     if kinds:
         text += f"; params of dtype {', '.join(kinds)} were checked in float64"
-    return text, machine_eps
+    return text
 
 
 def measure_noise(evaluator: Evaluator, j0: float, machine_eps: float, seed: int = 0) -> float:
     """Standard deviation of the noise in one loss value near the base point.
 
-    Takes the smaller of two random directions, so that one direction crossing
-    a kink (which inflates its differences) does not inflate the estimate.
+    Measured at the precision ``machine_eps`` and, where the loss does not resolve
+    steps that fine, at the first coarser precision it does
+    (:func:`gradproof._engine.precision.measure_precision`).
     """
-    theta = evaluator.theta
-    if theta.size == 0:
-        return 0.0
-    rng = np.random.default_rng(seed)
-    # A tiny spacing (a thousand units in the last place) keeps the smooth part of
-    # the loss out of the differences and makes crossing a kink unlikely, while the
-    # points are far enough apart for their rounding errors to be independent.
-    spacing = 1e3 * machine_eps
-    steps = spacing * np.arange(1, POINTS + 1)
-    magnitude = np.maximum(np.abs(theta), 1.0)
-    directions = np.stack([rng.choice([-1.0, 1.0], size=theta.size) * magnitude for _ in range(2)])
-    # One call: a batched loss sees one batch.
-    table = evaluator.directions(
-        directions,
-        steps,
-        where="the noise measurement (tiny steps along random directions)",
-        eps_sets_steps=False,
-    )
-    return min(_noise_from_table(np.concatenate([[j0], values])) for values in table)
-
-
-def _noise_from_table(values: np.ndarray) -> float:
-    """Noise level from the k-th differences, k in ORDERS (median of the estimates)."""
-    sigmas = []
-    for k in ORDERS:
-        diffs = np.diff(values, n=k)
-        gamma = comb(2 * k, k)  # variance amplification of k-th differences of white noise
-        sigmas.append(float(np.sqrt(np.mean(diffs**2) / gamma)))
-    # statistics.median, not np.median: numpy's imports numpy.ma on first use (~20 ms).
-    return median(sigmas)
+    return measure_precision(evaluator, j0, level_of(machine_eps), seed).noise

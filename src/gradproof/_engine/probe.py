@@ -99,17 +99,19 @@ class Prober:
         if ctx.adaptive:
             pair = ctx.evaluator.along(positions, direction, self.steps[:2])
             estimate = SCHEMES["central"].combine(
-                ctx.j0, pair[None, :], self.steps[None, :2], ctx.delta
+                ctx.j0, pair[None, :], self.steps[None, :2], ctx.noise_at(pair[None, :])
             )
             judged = judge_elements(a, estimate, "central", ctx.rtol, ctx.grad_eps)
             if judged.wrong[0] or judged.kink[0]:
                 more = ctx.evaluator.along(positions, direction, self.steps[2:])
                 values = np.concatenate([pair, more])[None, :]
-                estimate = ctx.scheme.combine(ctx.j0, values, self.steps[None, :], ctx.delta)
+                noise = ctx.noise_at(values)
+                estimate = ctx.scheme.combine(ctx.j0, values, self.steps[None, :], noise)
                 judged = judge_elements(a, estimate, ctx.scheme.name, ctx.rtol, ctx.grad_eps)
         else:
             values = ctx.evaluator.along(positions, direction, self.steps)
-            estimate = ctx.scheme.combine(ctx.j0, values[None, :], self.steps[None, :], ctx.delta)
+            noise = ctx.noise_at(values[None, :])
+            estimate = ctx.scheme.combine(ctx.j0, values[None, :], self.steps[None, :], noise)
             judged = judge_elements(a, estimate, ctx.scheme.name, ctx.rtol, ctx.grad_eps)
         self.probes += 1
         wrong = bool(judged.wrong[0])

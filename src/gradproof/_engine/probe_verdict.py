@@ -12,19 +12,18 @@ from typing import Any
 
 import numpy as np
 
-from gradproof._engine.context import Context, ModeResult
-from gradproof._engine.coordinates import judge_coordinates
-from gradproof._engine.diagnose import listed, scale_of
-from gradproof._engine.judge import (
+from gradproof._engine.blocks import (
     INCONCLUSIVE_RATIO,
     SUSPECTS_NOTE,
     WORST_SHOWN,
     blocks_of,
     judge_block,
-    relative_difference,
-    rms,
     unchecked,
 )
+from gradproof._engine.context import Context, ModeResult
+from gradproof._engine.coordinates import judge_coordinates
+from gradproof._engine.diagnose import listed, scale_of
+from gradproof._engine.judge import relative_difference, rms
 from gradproof._engine.probe import BlockProbes, Probe, ProbeRun, probe_blocks
 from gradproof._engine.tree import Block
 from gradproof._report import BlockResult, Diagnosis, ElementResult, Index, Status

@@ -26,6 +26,7 @@ from typing import Literal
 import numpy as np
 
 SchemeName = Literal["central", "richardson", "complex"]
+Noise = float | np.ndarray  # a bound on the noise in one loss value: one, or one per row
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,13 @@ class Scheme:
             return nominal
         return (theta[:, None] + nominal) - theta[:, None]
 
-    def combine(self, j0: float, values: np.ndarray, offsets: np.ndarray, delta: float) -> Estimate:
-        """Combine loss values (n, k) at ``offsets`` (n, k) into an :class:`Estimate`."""
+    def combine(
+        self, j0: float, values: np.ndarray, offsets: np.ndarray, delta: float | np.ndarray
+    ) -> Estimate:
+        """Combine loss values (n, k) at ``offsets`` (n, k) into an :class:`Estimate`.
+
+        ``delta`` bounds the noise in one value: a number, or one per row.
+        """
         if self.name == "central":
             return _central(j0, values, offsets, delta)
         if self.name == "richardson":
@@ -82,7 +88,7 @@ class Scheme:
         return _complex_step(values, offsets)
 
 
-def _central(j0: float, values: np.ndarray, offsets: np.ndarray, delta: float) -> Estimate:
+def _central(j0: float, values: np.ndarray, offsets: np.ndarray, delta: Noise) -> Estimate:
     jp, jm = values[:, 0], values[:, 1]
     hp, hm = offsets[:, 0], -offsets[:, 1]
     value = (jp - jm) / (hp + hm)
@@ -94,7 +100,7 @@ def _central(j0: float, values: np.ndarray, offsets: np.ndarray, delta: float) -
     return Estimate(value, error, forward, 2 * delta / hp, backward, 2 * delta / hm, error)
 
 
-def _richardson(j0: float, values: np.ndarray, offsets: np.ndarray, delta: float) -> Estimate:
+def _richardson(j0: float, values: np.ndarray, offsets: np.ndarray, delta: Noise) -> Estimate:
     jp1, jm1, jp2, jm2 = (values[:, i] for i in range(4))
     op1, om1, op2, om2 = (offsets[:, i] for i in range(4))
     d1 = (jp1 - jm1) / (op1 - om1)
@@ -113,7 +119,7 @@ def _richardson(j0: float, values: np.ndarray, offsets: np.ndarray, delta: float
 
 
 def _one_sided(
-    j0: float, j1: np.ndarray, j2: np.ndarray, o1: np.ndarray, o2: np.ndarray, delta: float
+    j0: float, j1: np.ndarray, j2: np.ndarray, o1: np.ndarray, o2: np.ndarray, delta: Noise
 ) -> tuple[np.ndarray, np.ndarray]:
     """Richardson-extrapolated one-sided difference, O(h^2), and its error bound."""
     e1 = (j1 - j0) / o1

@@ -88,6 +88,11 @@ def bound(report: Report) -> str:
 
 def difference_text(report: Report) -> str:
     """``"difference 2.851e-01 (error model; ~1e-3 or more: worry)"``."""
+    if "near_zero" in report.extra:
+        return (
+            f"difference {report.difference:.3e} ({bound(report)}; not meaningful: the "
+            "gradient and its estimate are both zero within the error bound)"
+        )
     return f"difference {report.difference:.3e} ({bound(report)}; {band(report.difference)})"
 
 

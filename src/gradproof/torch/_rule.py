@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gradproof._engine.judge import WORST_SHOWN
+from gradproof._engine.blocks import WORST_SHOWN
 from gradproof._report import BlockResult, Diagnosis, ElementResult, Index, Report
 from gradproof.torch._common import index_label
 

@@ -1,0 +1,234 @@
+"""Block and overall verdicts, from the element verdicts of :mod:`gradproof._engine.judge`.
+
+A block fails where any element is beyond its tolerance (or, with ``tol``, where
+its difference exceeds it); it is inconclusive where the error bound is large
+next to the gradient's size; the check fails where any block fails. Suspects
+are the failing blocks, latest first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+
+from gradproof._engine.diagnose import diagnose, scale_of
+from gradproof._engine.judge import Judged, relative_difference, rms
+from gradproof._engine.tree import Block, Layout
+from gradproof._report import BlockResult, ElementResult, Index, Status
+
+INCONCLUSIVE_RATIO = 0.1
+WORST_SHOWN = 5
+SAMPLE_SHOWN = 200  # (analytic, numerical) pairs kept per block for the scatter plot
+SLOPE_FLOOR = 1e-6  # of the derivatives' reach (Judged.slope): the least signal judged against
+SUSPECTS_NOTE = (
+    "Suspects are ordered latest block first: backprop runs from the output back "
+    "towards the input, so the latest failing block is where the first error arose."
+)
+
+
+def judge_block(
+    block: Block,
+    positions: np.ndarray,
+    g: np.ndarray,
+    theta: np.ndarray,
+    judged: Judged,
+    global_signal: float,
+    tol: float | None,
+) -> BlockResult:
+    """The verdict for one block from its checked positions (offsets into the block)."""
+    n, t = judged.numerical, judged.tolerance
+
+    def index(k: int) -> Index:  # only the elements the report names are unravelled
+        return block.unravel(int(positions[k]))
+
+    wrong = [index(k) for k in np.flatnonzero(judged.wrong).tolist()]
+    unclear = 0 if judged.unclear is None else int(np.sum(judged.unclear))
+    kinks = tuple(index(k) for k in np.flatnonzero(judged.kink).tolist())
+    err = np.abs(g - n)
+    difference = relative_difference(g, n)
+    floor = max(
+        1e-3 * global_signal, SLOPE_FLOOR * rms(judged.slope) if judged.slope is not None else 0.0
+    )
+    status, reason = _block_status(g, n, judged.numeric, wrong, difference, tol, floor)
+    if status == "pass" and unclear:
+        status, reason = (
+            "inconclusive",
+            (
+                f"{unclear} element(s) sit near a kink that the loss's precision cannot resolve: "
+                "both one-sided differences are too uncertain to clear or blame them. Try float64 "
+                "evaluation, or parameters away from the kink"
+            ),
+        )
+    full = positions.size == block.size
+    diagnosis = None
+    if status == "fail":
+        shape = block.shape if full and block.shape else (positions.size,)
+        diagnosis = diagnose(
+            block.name,
+            g.reshape(shape),
+            n.reshape(shape),
+            theta.reshape(shape),
+            wrong,
+            tolerance=t.reshape(shape),
+        )
+    worst_k = int(np.argmax(err)) if err.size else 0
+    return BlockResult(
+        name=block.name,
+        shape=block.shape,
+        status=status,
+        difference=difference,
+        scale=scale_of(g, n),
+        max_abs_error=float(err.max(initial=0.0)),
+        worst_index=index(worst_k) if positions.size else (),
+        checked=int(positions.size),
+        wrong_elements=tuple(wrong),
+        kinks=kinks,
+        worst=_worst(block.name, index, g, n, t, judged.kink),
+        reason=reason,
+        diagnosis=diagnosis,
+        sample=_sample(g, n),
+    )
+
+
+def _sample(g: np.ndarray, n: np.ndarray) -> tuple[tuple[float, float], ...]:
+    """Up to SAMPLE_SHOWN (analytic, numerical) pairs, evenly spaced over the block, for plots."""
+    if g.size <= SAMPLE_SHOWN:
+        return tuple(zip(g.ravel().tolist(), n.ravel().tolist(), strict=True))
+    # dict.fromkeys, not np.unique: numpy's set routines import numpy.ma on first use (~20 ms).
+    spaced = np.linspace(0, g.size - 1, SAMPLE_SHOWN).astype(np.int64).tolist()
+    return tuple((float(g[k]), float(n[k])) for k in dict.fromkeys(spaced))
+
+
+def _block_status(
+    g: np.ndarray,
+    n: np.ndarray,
+    t: np.ndarray,
+    wrong: list[Index],
+    difference: float,
+    tol: float | None,
+    floor: float,
+) -> tuple[Status, str]:
+    """Fail, pass, or inconclusive where the error bound is large next to the signal.
+
+    The signal is the larger of the gradient and its estimate, but at least
+    ``floor``: a thousandth of the whole gradient's size, and a millionth of the
+    size the loss's derivatives reach nearby (``Judged.slope``), so that a block
+    whose derivatives are ~0 (at a minimum) is judged against the loss's scale,
+    not against its noise.
+    """
+    if wrong:
+        return "fail", f"{len(wrong)} element(s) beyond the error model"
+    if tol is not None and difference > tol:
+        return "fail", f"difference {difference:.3g} > tol {tol:.3g}"
+    signal = max(rms(n), rms(g), floor)
+    noise = rms(t)
+    if signal > 0 and noise > INCONCLUSIVE_RATIO * signal:
+        return "inconclusive", (
+            f"the numerical derivative is too noisy to judge: its error bound is "
+            f"{noise / signal:.0%} of the gradient's size. Try float64 evaluation, a "
+            f"larger eps, or a loss with less noise"
+        )
+    return "pass", ""
+
+
+def _worst(
+    name: str,
+    index: Callable[[int], Index],
+    g: np.ndarray,
+    n: np.ndarray,
+    t: np.ndarray,
+    kink: np.ndarray,
+) -> tuple[ElementResult, ...]:
+    ratio = np.abs(g - n) / t
+    order = np.argsort(-ratio, kind="stable")[:WORST_SHOWN]
+    out = []
+    for k in order:
+        abs_err = float(abs(g[k] - n[k]))
+        denom = max(abs(float(g[k])), abs(float(n[k])))
+        out.append(
+            ElementResult(
+                block=name,
+                index=index(int(k)),
+                analytic=float(g[k]),
+                numerical=float(n[k]),
+                abs_error=abs_err,
+                rel_error=abs_err / denom if denom > 0 else 0.0,
+                tolerance=float(t[k]),
+                note="near a kink" if kink[k] else "",
+            )
+        )
+    return tuple(out)
+
+
+def apply_tol(blocks: list[BlockResult], difference: float, tol: float | None) -> list[BlockResult]:
+    """The notebook's rule on top of the error model: the overall difference against ``tol``.
+
+    As in the Gradient Checking notebook, ``tol`` judges one number, the difference
+    over every checked coordinate. Where that exceeds ``tol`` and the error model
+    failed no block, the blocks whose own difference exceeds ``tol`` fail (at
+    least one does when the overall one does); where the error model already
+    names failing blocks, they explain the overall difference, and no other
+    block is blamed for it.
+    """
+    if tol is None or difference <= tol or any(b.status == "fail" for b in blocks):
+        return blocks
+    return [
+        replace(
+            b,
+            status="fail",
+            reason=f"difference {b.difference:.3g} > tol {tol:.3g} (overall {difference:.3g})",
+        )
+        if b.status != "fail" and b.difference > tol
+        else b
+        for b in blocks
+    ]
+
+
+def unchecked(block: Block, reason: str) -> BlockResult:
+    """An inconclusive result for a block no evaluation reached; ``reason`` says why."""
+    return BlockResult(
+        name=block.name,
+        shape=block.shape,
+        status="inconclusive",
+        difference=0.0,
+        scale=None,
+        max_abs_error=0.0,
+        worst_index=(),
+        checked=0,
+        reason=reason,
+    )
+
+
+def overall_status(blocks: list[BlockResult], difference: float, tol: float | None) -> Status:
+    """Fail if any block fails (or the overall difference exceeds ``tol``)."""
+    if any(b.status == "fail" for b in blocks) or (tol is not None and difference > tol):
+        return "fail"
+    if any(b.status == "inconclusive" for b in blocks):
+        return "inconclusive"
+    return "pass"
+
+
+def suspects(blocks: list[BlockResult]) -> tuple[str, ...]:
+    """Failing blocks, latest in structure order first.
+
+    Backprop runs from the output towards the input, so a wrong block late in
+    a forward-ordered structure is the earliest error in backprop's own order;
+    blocks before it may only inherit its error.
+    """
+    return tuple(b.name for b in reversed(blocks) if b.status == "fail")
+
+
+def global_signal(g: np.ndarray, n: np.ndarray) -> float:
+    """The size of the whole checked gradient, below which a block's noise is judged."""
+    return max(rms(g), rms(n))
+
+
+def blocks_of(layout: Layout, indices: np.ndarray) -> list[tuple[Block, np.ndarray, np.ndarray]]:
+    """For each block: the block, the slice of checked positions, their offsets in it."""
+    out = []
+    for block in layout.blocks:
+        lo, hi = np.searchsorted(indices, [block.start, block.stop])
+        out.append((block, np.arange(lo, hi), indices[lo:hi] - block.start))
+    return out

@@ -1,0 +1,190 @@
+"""The precision the loss works in, measured from its values, not read from its return type.
+
+A loss may compute in float32 and return a Python float, or cast the float64
+parameters it is given to float16 inside: its return type then says float64
+while its values resolve steps no finer than float32's (or float16's). Judged
+with float64's steps and tolerances, such a loss fails correct gradients.
+
+So the precision is measured. Along two random directions, the loss is
+evaluated at :data:`~gradproof._engine.noise.POINTS` tiny steps, spaced a little
+above one unit in the last place of a candidate precision, finest first
+(:data:`LEVELS`). Where every value equals ``J(θ)`` the steps were below what
+the loss resolves: the next, coarser candidate is tried. At the first spacing
+the loss does resolve, the noise in its values is measured (high-order
+differences, :func:`noise_from_table`), and the working precision is the finest
+candidate whose epsilon accounts for that noise — so a float64 loss that is
+merely flat at the finest spacing (at a minimum) keeps float64's precision —
+but no finer than the grid its values sit on: a float16 loss returns float16
+numbers, whose steps can look as smooth as a staircase of single ulps.
+
+Cost: 16 evaluations per candidate tried; 16 for a loss that resolves float64 steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import comb
+from statistics import median
+
+import numpy as np
+
+from gradproof._engine.evaluate import Evaluator
+
+POINTS = 8  # steps along each direction
+ORDERS = (3, 4, 5, 6)  # orders of the differences that estimate the noise
+DIRECTIONS = 2  # random directions; the smaller noise estimate counts
+NOISE_IN_ULPS = 64.0  # noise up to this many units of a level's epsilon (times |J|) is its own
+
+
+@dataclass(frozen=True)
+class Level:
+    """A candidate working precision: its name, epsilon and significand bits."""
+
+    name: str
+    eps: float
+    bits: int
+
+    @property
+    def spacing(self) -> float:
+        """The noise table's relative spacing: clear of the rounding of θ at this precision,
+        and small enough that the loss's smooth part stays out of high-order differences."""
+        if self.bits >= 53:
+            return 1e3 * self.eps
+        if self.bits >= 24:
+            return 64 * self.eps
+        return 2 * self.eps
+
+
+LEVELS = (
+    Level("float64", 2.0**-52, 53),
+    Level("float32", 2.0**-23, 24),
+    Level("float16", 2.0**-10, 11),
+    Level("bfloat16", 2.0**-7, 8),
+)
+FLOAT64 = LEVELS[0]
+
+
+def level_of(eps: float) -> Level:
+    """The finest candidate at least as coarse as ``eps``.
+
+    >>> level_of(2.0**-23).name, level_of(1e-20).name
+    ('float32', 'float64')
+    """
+    for level in LEVELS:
+        if level.eps >= eps * (1 - 1e-9):
+            return level
+    return LEVELS[-1]
+
+
+def round_to(x: np.ndarray, level: Level) -> np.ndarray:
+    """``x`` rounded to ``level``'s significand (range and subnormals aside).
+
+    >>> float(round_to(np.array(1 + 2.0**-30), LEVELS[1])) == 1.0
+    True
+    """
+    if level.bits >= 53:
+        return x
+    mantissa, exponent = np.frexp(x)
+    scale = 2.0**level.bits
+    return np.ldexp(np.round(mantissa * scale) / scale, exponent)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What the measurement found: the working precision and the noise in one value."""
+
+    level: Level
+    noise: float
+    coarser: bool  # True: the loss resolves less than its return type says
+
+
+def measure_precision(evaluator: Evaluator, j0: float, start: Level, seed: int = 0) -> Measured:
+    """Measure the working precision and noise, trying ``start`` and then coarser levels."""
+    theta = evaluator.theta
+    if theta.size == 0:
+        return Measured(start, 0.0, False)
+    rng = np.random.default_rng(seed)
+    signs = np.stack([rng.choice([-1.0, 1.0], size=theta.size) for _ in range(DIRECTIONS)])
+    candidates = [level for level in LEVELS if level.eps >= start.eps]
+    for tried, level in enumerate(candidates):
+        table = _table(evaluator, signs, level)
+        if np.all(table == j0):
+            continue  # steps below what the loss resolves: try a coarser precision
+        noise = min(noise_from_table(np.concatenate([[j0], values])) for values in table)
+        if tried == 0:
+            return Measured(start, noise, False)  # the loss resolves its return type's steps
+        found = _escalated(j0, table, noise, candidates, tried)
+        return Measured(found, noise, found.eps > start.eps)
+    return Measured(start, 0.0, False)  # constant at every spacing: nothing to measure
+
+
+def _escalated(
+    j0: float, table: np.ndarray, noise: float, candidates: list[Level], tried: int
+) -> Level:
+    """The working precision of a loss that first resolved ``candidates[tried]``'s steps.
+
+    The finest candidate up to there whose epsilon accounts for the measured noise
+    (a float64 loss merely flat at the finest spacing, at a minimum, keeps
+    float64), but no finer than the grid its values sit on (a float16 loss returns
+    float16 numbers, which can first register at float32's spacing).
+    """
+    size = max(abs(j0), float(np.max(np.abs(table))))
+    found = _finest_explaining(noise, size, candidates[: tried + 1])
+    grid = _coarsest_representing(np.concatenate([[j0], table.ravel()]), candidates)
+    return max(found, grid, key=lambda level: level.eps)
+
+
+def _table(evaluator: Evaluator, signs: np.ndarray, level: Level) -> np.ndarray:
+    """J(θ + k·step) for k = 1..POINTS along each direction, steps representable at ``level``."""
+    theta = evaluator.theta
+    magnitude = np.maximum(np.abs(theta), 1.0)
+    vectors = signs * (level.spacing * magnitude)
+    if level.bits < 53:
+        vectors = round_to(theta + vectors, level) - theta
+    return evaluator.directions(
+        vectors,
+        np.arange(1.0, POINTS + 1),
+        where="the noise measurement (tiny steps along random directions)",
+        eps_sets_steps=False,
+    )
+
+
+def _coarsest_representing(values: np.ndarray, candidates: list[Level]) -> Level:
+    """The coarsest candidate in which every value is exactly representable.
+
+    A loss that computes in float16 and returns a Python float returns float16
+    numbers: its values sit on float16's grid, however smooth their differences
+    look (steps of one unit in the last place each, a staircase with no noise).
+    """
+    for level in reversed(candidates):
+        if np.array_equal(round_to(values, level), values):
+            return level
+    return candidates[0]
+
+
+def _finest_explaining(noise: float, size: float, candidates: list[Level]) -> Level:
+    """The finest candidate whose epsilon accounts for ``noise`` in values of ``size``."""
+    for level in candidates:
+        if noise <= NOISE_IN_ULPS * level.eps * max(size, np.finfo(np.float64).tiny):
+            return level
+    return candidates[-1]
+
+
+def noise_from_table(values: np.ndarray) -> float:
+    """Noise level from the k-th differences, k in ORDERS (median of the estimates).
+
+    High-order differences of a smooth function at a tiny spacing vanish, so
+    what remains is noise, amplified by a known factor (after Moré and Wild's
+    ECnoise).
+    """
+    sigmas = []
+    for k in ORDERS:
+        diffs = np.diff(values, n=k)
+        gamma = comb(2 * k, k)  # variance amplification of k-th differences of white noise
+        largest = float(np.max(np.abs(diffs), initial=0.0))  # scaled: no overflow at 1e200
+        if largest == 0 or not np.isfinite(largest):
+            sigmas.append(largest)
+            continue
+        sigmas.append(largest * float(np.sqrt(np.mean((diffs / largest) ** 2) / gamma)))
+    # statistics.median, not np.median: numpy's imports numpy.ma on first use (~20 ms).
+    return median(sigmas)

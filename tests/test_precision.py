@@ -1,0 +1,190 @@
+"""Verdicts that hold whatever precision the loss works in, at minima and at any scale.
+
+Each reproducer here was a wrong verdict once: a float32 loss returning a Python
+float judged with float64's tolerances, a correct gradient at an exact minimum
+called "zero where the numerical derivative is not", a tolerance that overflowed
+into a PASS. The expected statuses are exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gradproof
+from gradproof._engine.precision import LEVELS, level_of, round_to
+
+RNG = np.random.default_rng(0)
+
+
+def tanh_layer(n_in=64, n_out=32, batch=16, seed=1):
+    """A tanh layer whose loss computes in float32 (casting inside) and returns a float."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(batch, n_in)).astype(np.float32)
+    W = (rng.normal(size=(n_in, n_out)) / np.sqrt(n_in)).astype(np.float32)
+    dout = rng.normal(size=(batch, n_out)).astype(np.float32)
+
+    def loss(p):
+        return float(np.sum(np.tanh(X @ p["W"].astype(np.float32)) * dout))
+
+    def grad32(p):
+        t = np.tanh(X @ np.asarray(p["W"], dtype=np.float32))
+        return {"W": X.T @ ((1 - t * t) * dout)}
+
+    def grad_acc64(p):  # float32 products accumulated into a float64 buffer
+        t = np.tanh(X @ np.asarray(p["W"], dtype=np.float32))
+        out = np.zeros(W.shape)
+        for i in range(batch):
+            out += np.outer(X[i], (1 - t[i] * t[i]) * dout[i])
+        return {"W": out}
+
+    return loss, {"W": W}, grad32, grad_acc64
+
+
+# ------------------------------------------------------------ measured precision
+
+
+def test_a_float32_loss_returning_a_python_float_is_measured_as_float32_and_passes():
+    loss, params, grad32, _ = tanh_layer()
+    report = gradproof.check(loss, params, grad32)
+    assert report.status == "pass", str(report)
+    assert report.precision.startswith("float32 (measured")
+
+
+def test_a_float32_backward_accumulating_in_float64_passes():
+    loss, params, _, grad_acc64 = tanh_layer()
+    report = gradproof.check(loss, params, grad_acc64)
+    assert report.status == "pass", str(report)
+
+
+@pytest.mark.parametrize("factor", [1.001, 0.999, 2.0, -1.0])
+def test_a_float32_scale_bug_of_a_thousandth_still_fails(factor):
+    loss, params, grad32, _ = tanh_layer()
+    wrong = {"W": grad32(params)["W"] * factor}
+    report = gradproof.check(loss, params, wrong)
+    assert report.status == "fail" and report.suspects == ("W",)
+    assert report.blocks["W"].diagnosis.kind in {"scale", "sign"}
+
+
+def test_a_float16_loss_wrapped_in_float_is_inconclusive_with_a_reason():
+    loss = lambda p: float(np.sum(np.sin(p.astype(np.float16))))  # noqa: E731
+    report = gradproof.check(loss, np.array([1.0, 2.0]), np.cos)
+    assert report.status == "inconclusive"
+    assert report.precision.startswith("float16 (measured")
+    assert report.blocks["params"].reason
+
+
+def test_a_float64_loss_flat_at_the_finest_spacing_keeps_float64():
+    # At an exact minimum with J = 5, steps of 1e-13 change J by ~1e-26: nothing shows,
+    # yet the loss is float64: the coarser spacing's noise says so.
+    c = RNG.normal(size=4)
+    report = gradproof.check(lambda p: 5.0 + float(np.sum((p - c) ** 2)), c, lambda p: 2 * (p - c))
+    assert report.status == "pass", str(report)
+    assert report.precision == "float64"
+
+
+def test_a_float64_sum_that_cancels_to_zero_keeps_float64_and_finds_a_tiny_bug():
+    theta = np.linspace(-1.0, 1.0, 100)  # sum(sin) cancels to ~1e-16
+    wrong = np.cos(theta)
+    wrong[17] *= 1 + 1e-6
+    report = gradproof.check(lambda p: float(np.sum(np.sin(p))), theta, wrong)
+    assert report.precision == "float64"
+    assert report.status == "fail" and report.blocks["params"].wrong_elements == ((17,),)
+
+
+def test_levels_round_and_name_as_documented():
+    assert [level.name for level in LEVELS] == ["float64", "float32", "float16", "bfloat16"]
+    assert level_of(float(np.finfo(np.float16).eps)).name == "float16"
+    x = np.array([1.0 + 2.0**-12, 3.0])
+    assert np.array_equal(round_to(x, LEVELS[2]), x.astype(np.float16).astype(np.float64))
+
+
+# ------------------------------------------------------------ minima and tiny scales
+
+
+def test_a_correct_gradient_at_an_exact_least_squares_minimum_passes():
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(20, 5))
+    x = rng.normal(size=5)
+    b = A @ x
+    report = gradproof.check(
+        lambda p: float(np.sum((A @ p - b) ** 2)), x, lambda p: 2 * A.T @ (A @ p - b), tol=1e-7
+    )
+    assert report.status == "pass", str(report)
+    # both sides are ~0: the relative difference means nothing, and the report says so
+    assert "near_zero" in report.extra
+    assert "not meaningful" in str(report)
+
+
+def test_a_wrong_gradient_at_a_minimum_still_fails():
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(20, 5))
+    x = rng.normal(size=5)
+    b = A @ x
+    loss = lambda p: float(np.sum((A @ p - b) ** 2))  # noqa: E731
+    report = gradproof.check(loss, x, lambda p: 2 * A.T @ (A @ p - b) + 1e-6)
+    assert report.status == "fail"
+
+
+@pytest.mark.parametrize("scale", [1e-14, 1e-8, 1.0, 1e8])
+def test_a_tiny_or_huge_quadratic_passes_right_and_fails_doubled(scale):
+    theta = np.array([1.0, 2.0]) * scale
+    loss = lambda p: float(np.sum(p**2))  # noqa: E731
+    assert gradproof.check(loss, theta, lambda p: 2 * p).status == "pass"
+    assert gradproof.check(loss, theta, lambda p: 4 * p).status == "fail"
+
+
+def test_a_smooth_cubic_with_a_fixed_eps_is_no_kink():
+    xc = np.array([0.126, -0.132, 0.640, 0.105])
+    loss = lambda p: float(np.sum(p**3))  # noqa: E731
+    report = gradproof.check(loss, xc, lambda p: 3 * p**2, eps=1e-4, tol=1e-6)
+    assert report.status == "pass", str(report)
+    assert report.difference < 1e-7
+    assert report.blocks["params"].kinks == ()
+
+
+# ------------------------------------------------------------ non-finite: never a pass
+
+
+def test_a_gradient_of_1e300_where_the_truth_is_1_fails():
+    report = gradproof.check(
+        lambda p: float(np.sum(p)), np.array([1e200, 1.0]), np.array([1e300, 1.0])
+    )
+    assert report.status == "fail"
+    assert np.isfinite(report.difference) and "nan" not in str(report).lower()
+
+
+def test_a_gradient_of_1e200_shows_a_finite_difference():
+    report = gradproof.check(lambda p: float(np.sum(p)), np.ones(2), np.full(2, 1e200))
+    assert report.status == "fail"
+    assert report.difference == pytest.approx(1.0, rel=1e-9)
+    assert "nan" not in str(report).lower()
+
+
+# ------------------------------------------------------------ faults in the loss or grad
+
+
+def test_a_grad_that_writes_into_the_losss_data_is_named():
+    data = np.array([1.0, 2.0, 3.0])
+
+    def loss(p):
+        return float(np.sum(data * p**2))
+
+    def grad(p):
+        data[:] += 1.0  # a backward adding into an array the forward reads
+        return 2 * (data - 1.0) * p
+
+    with pytest.raises(gradproof.NondeterministicLossError, match="gradient function changed"):
+        gradproof.check(loss, np.ones(3), grad)
+
+
+def test_a_one_off_glitch_is_not_excused_as_a_kink():
+    calls = {"n": 0}
+
+    def loss(p):
+        calls["n"] += 1
+        value = float(np.sum(np.sin(p)))
+        return value + (1e-3 if calls["n"] == 40 else 0.0)  # one call, once, 1e-3 off
+
+    with pytest.raises(gradproof.NondeterministicLossError):
+        gradproof.check(loss, np.linspace(0.1, 1.0, 10), np.cos)
