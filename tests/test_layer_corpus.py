@@ -108,3 +108,23 @@ def test_a_planted_bug_fails_in_float32_and_names_its_block_first(bug):
     report = _check(layers.case(bug.layer, "f32-grad", bug.name))
     assert report.status == "fail", _summary(report)
     assert report.suspects[:1] == (bug.block,), _summary(report)
+
+
+# ------------------------------------------------------------- probe mode, as full mode
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_a_correct_layer_passes_in_probe_mode_kinks_and_ties_included(layer):
+    # relu_zeros and maxpool_ties put inputs exactly at their kinks: a probe crossing
+    # several at once fails, and bisection clears it part by part.
+    case = layers.case(layer, "f64")
+    report = gradproof.check(case.loss, case.params, case.grad, mode="probe")
+    assert report.status == "pass", _summary(report)
+
+
+@pytest.mark.parametrize("bug", BUGS, ids=lambda bug: bug.id)
+def test_a_planted_bug_fails_in_probe_mode_and_names_its_block_first(bug):
+    case = layers.case(bug.layer, "f64", bug.name)
+    report = gradproof.check(case.loss, case.params, case.grad, mode="probe")
+    assert report.status == "fail", _summary(report)
+    assert report.suspects[0] == bug.block, _summary(report)

@@ -188,3 +188,22 @@ def test_a_one_off_glitch_is_not_excused_as_a_kink():
 
     with pytest.raises(gradproof.NondeterministicLossError):
         gradproof.check(loss, np.linspace(0.1, 1.0, 10), np.cos)
+
+
+# ------------------------------------------------------------ zero gradients, any mode
+
+
+@pytest.mark.parametrize("mode", ["full", "probe"])
+@pytest.mark.parametrize("step", [np.round, np.floor, np.ceil, np.sign])
+def test_a_piecewise_constant_loss_with_a_zero_gradient_passes(step, mode):
+    theta = np.linspace(0.1, 0.9, 5) + 0.013  # away from every jump
+    report = gradproof.check(lambda p: float(np.sum(step(p))), theta, np.zeros(5), mode=mode)
+    assert report.status == "pass", str(report)
+    assert report.precision == "float64"
+
+
+def test_a_noise_share_too_large_for_a_percentage_is_written_as_a_factor():
+    from gradproof._engine.blocks import share
+
+    assert share(0.5, 1.0) == "50% of"
+    assert share(1e90, 1.0) == "about 1e+90 times"

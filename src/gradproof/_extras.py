@@ -33,7 +33,8 @@ def require(subpackage: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as error:
-        raise ImportError(
+        # ModuleNotFoundError (an ImportError): what pytest.importorskip and readers expect
+        raise ModuleNotFoundError(
             f"gradproof.{subpackage} needs {what}, which is not installed. "
             f"Fix: pip install 'gradproof[{extra}]'"
         ) from error

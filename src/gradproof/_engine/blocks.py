@@ -127,10 +127,20 @@ def _block_status(
     if signal > 0 and noise > INCONCLUSIVE_RATIO * signal:
         return "inconclusive", (
             f"the numerical derivative is too noisy to judge: its error bound is "
-            f"{noise / signal:.0%} of the gradient's size. Try float64 evaluation, a "
+            f"{share(noise, signal)} the gradient's size. Try float64 evaluation, a "
             f"larger eps, or a loss with less noise"
         )
     return "pass", ""
+
+
+def share(part: float, whole: float) -> str:
+    """``"21% of"``, or ``"about 3e+05 times"`` where a percentage would run to many digits.
+
+    >>> share(0.21, 1.0), share(3e5, 1.0)
+    ('21% of', 'about 3e+05 times')
+    """
+    ratio = part / whole
+    return f"{ratio:.0%} of" if ratio < 100 else f"about {ratio:.0e} times"
 
 
 def _worst(

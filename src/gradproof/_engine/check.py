@@ -141,7 +141,7 @@ def check(
             # Before any step away from θ: an unpicklable loss fails here, having cost little.
             pool = Pool(loss, layout, theta, batched, workers=workers, executor=executor)
         evaluator = local.with_pool(pool)
-        base = measure_baseline(evaluator, layout, noise, before)
+        base = measure_baseline(evaluator, layout, noise, before, flat=not g.any())
         ctx = _context(layout, theta, g, grad_eps, evaluator, base, scheme, eps, limit, seed)
         outcome = _run_mode(ctx, mode, samples, bar)
         confirm_deterministic(evaluator, base, noise)

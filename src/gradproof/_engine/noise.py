@@ -64,12 +64,18 @@ class Baseline:
 
 
 def measure_baseline(
-    evaluator: Evaluator, layout: Layout, noise: float | None, before: float | None = None
+    evaluator: Evaluator,
+    layout: Layout,
+    noise: float | None,
+    before: float | None = None,
+    flat: bool = False,
 ) -> Baseline:
     """Evaluate the base point ``REPEATS`` times, then measure the noise (``2 * POINTS``).
 
     ``before`` is the loss's value taken before the gradient function ran (None
     where the gradient was given as values): it counts as the first repeat.
+    ``flat``: the gradient under test is zero everywhere, so a loss that does not
+    move at tiny steps agrees with it, and says nothing of a coarser precision.
 
     Raises:
         NondeterministicLossError: the repeated values differ by more than
@@ -83,7 +89,7 @@ def measure_baseline(
     spread = float(max(values) - min(values)) if not isinstance(values[0], complex) else 0.0
     j0 = float(np.real(values[0]))
     _raise_if_noisy(spread, j0, noise, values)
-    measured = measure_precision(evaluator, j0, _output_level(evaluator))
+    measured = measure_precision(evaluator, j0, _output_level(evaluator), flat=flat)
     delta = noise_level(j0, spread, measured.noise, measured.level.eps, noise)
     return Baseline(j0, spread, delta, _precision_text(layout, measured), measured.level)
 

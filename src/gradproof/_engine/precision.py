@@ -98,14 +98,21 @@ class Measured:
     coarser: bool  # True: the loss resolves less than its return type says
 
 
-def measure_precision(evaluator: Evaluator, j0: float, start: Level, seed: int = 0) -> Measured:
-    """Measure the working precision and noise, trying ``start`` and then coarser levels."""
+def measure_precision(
+    evaluator: Evaluator, j0: float, start: Level, seed: int = 0, flat: bool = False
+) -> Measured:
+    """Measure the working precision and noise, trying ``start`` and then coarser levels.
+
+    ``flat``: the gradient under test is zero, so a loss that does not move at the
+    finest steps (ceil, round, sign: piecewise constant) is what it predicts, and no
+    coarser precision is tried.
+    """
     theta = evaluator.theta
     if theta.size == 0:
         return Measured(start, 0.0, False)
     rng = np.random.default_rng(seed)
     signs = np.stack([rng.choice([-1.0, 1.0], size=theta.size) for _ in range(DIRECTIONS)])
-    candidates = [level for level in LEVELS if level.eps >= start.eps]
+    candidates = [level for level in LEVELS if level.eps >= start.eps][: 1 if flat else None]
     for tried, level in enumerate(candidates):
         table = _table(evaluator, signs, level)
         if np.all(table == j0):

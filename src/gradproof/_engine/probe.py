@@ -28,7 +28,7 @@ search found into block verdicts and the mode's result.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from statistics import median
 from typing import Any
 
@@ -54,6 +54,7 @@ class Probe:
     tolerance: float
     wrong: bool
     signs: np.ndarray | None = None  # kept only for failing probes, to bisect them
+    kink: bool = False  # judged on one side of a kink (and cleared there)
 
     @property
     def size(self) -> int:
@@ -123,6 +124,7 @@ class Prober:
             float(judged.tolerance[0]),
             wrong,
             signs if wrong else None,
+            bool(judged.kink[0]),
         )
 
 
@@ -135,10 +137,13 @@ class BlockProbes:
     found: list[Probe]
     unresolved: list[Probe]
     wide: str = ""
+    # Failing probes whose every part passed, some at a kink: several kinks crossed at
+    # once (ReLU inputs at exactly 0, tied maxima) fail a probe that no part repeats.
+    cleared: list[Probe] = field(default_factory=list)
 
     @property
     def failing(self) -> list[Probe]:
-        return [p for p in self.probes if p.wrong]
+        return [p for p in self.probes if p.wrong and not any(p is c for c in self.cleared)]
 
 
 @dataclass(frozen=True)
@@ -181,9 +186,23 @@ def probe_blocks(ctx: Context, per_block: int, progress: Any) -> ProbeRun:
 
 
 def _localise(prober: Prober, entry: BlockProbes, progress: Any) -> None:
-    first = entry.failing[0]
+    """Bisect the block's first failing probe down to single elements, where affordable.
+
+    Where every part of it passes and some passed at a kink, the probe is cleared:
+    its failure came from crossing several kinks at once, not from the gradient.
+    """
     if entry.block.size > WIDE and _scale_suspected(prober, entry):
         return
+    for probe in list(entry.failing):
+        before = (len(entry.found), len(entry.unresolved), len(entry.cleared))
+        _bisect(prober, entry, probe, progress)
+        after = (len(entry.found), len(entry.unresolved), len(entry.cleared))
+        if entry.wide or after[:2] != before[:2] or after[2] == before[2]:
+            return  # localised (or not localisable): the block fails on this probe
+        entry.cleared.append(probe)
+
+
+def _bisect(prober: Prober, entry: BlockProbes, first: Probe, progress: Any) -> None:
     frontier = [first]
     while frontier:
         if len(frontier) > WIDE:
@@ -227,23 +246,22 @@ def _split(prober: Prober, node: Probe, entry: BlockProbes) -> list[Probe]:
     half = node.size // 2
     mid = node.lo + half
     left = prober.probe(node.lo, mid, node.signs[:half])
+    made = [left]
     right_error = node.error - left.error
     right_tolerance = node.tolerance + left.tolerance
-    out = [left] if left.wrong else []
     if not left.wrong or abs(right_error) > right_tolerance:
-        right = prober.probe(mid, node.hi, node.signs[half:])
-        if right.wrong:
-            out.append(right)
+        made.append(prober.probe(mid, node.hi, node.signs[half:]))
+    out = [p for p in made if p.wrong]
     if out:
         return out
     # Neither half fails with these signs: try fresh signs once before giving up.
-    for lo, hi in ((node.lo, mid), (mid, node.hi)):
-        if prober.affordable():
-            again = prober.probe(lo, hi)
-            if again.wrong:
-                out.append(again)
+    fresh = [
+        prober.probe(lo, hi) for lo, hi in ((node.lo, mid), (mid, node.hi)) if prober.affordable()
+    ]
+    out = [p for p in fresh if p.wrong]
     if not out:
-        entry.unresolved.append(node)
+        kinked = any(p.kink for p in made + fresh)
+        (entry.cleared if kinked else entry.unresolved).append(node)
     return out
 
 

@@ -18,6 +18,7 @@ from gradproof._engine.blocks import (
     WORST_SHOWN,
     blocks_of,
     judge_block,
+    share,
     unchecked,
 )
 from gradproof._engine.context import Context, ModeResult
@@ -120,19 +121,19 @@ def block_result(ctx: Context, entry: BlockProbes, signal: float) -> BlockResult
     elements = [_element(ctx, block, p) for p in entry.found]
     wrong = tuple(e.index for e in elements)
     status: Status
+    size = max(rms(a), rms(n), 1e-3 * signal)
     if entry.failing:
         status, reason = "fail", _fail_reason(entry, wrong)
-    elif entry.probes and rms(t) > INCONCLUSIVE_RATIO * max(rms(a), rms(n), 1e-3 * signal):
+    elif entry.probes and size > 0 and rms(t) > INCONCLUSIVE_RATIO * size:
         status, reason = (
             "inconclusive",
             (
                 f"the directional derivatives are too noisy to judge: their error bound is "
-                f"{rms(t) / max(rms(a), rms(n), 1e-300):.0%} of their size. Try float64 "
-                "evaluation or mode='full'"
+                f"{share(rms(t), size)} their size. Try float64 evaluation or mode='full'"
             ),
         )
     else:
-        status, reason = "pass", ""
+        status, reason = "pass", _cleared_reason(entry)
     worst = sorted(elements, key=lambda e: -e.abs_error / max(e.tolerance, 1e-300))
     diagnosis = None
     if status == "fail":
@@ -152,6 +153,16 @@ def block_result(ctx: Context, entry: BlockProbes, signal: float) -> BlockResult
         worst=tuple(worst[:WORST_SHOWN]),
         diagnosis=diagnosis,
         reason=reason,
+    )
+
+
+def _cleared_reason(entry: BlockProbes) -> str:
+    """Why a passing block had failing probes: each crossed several kinks at once."""
+    if not entry.cleared:
+        return ""
+    return (
+        f"{len(entry.cleared)} probe(s) crossed several kinks at once (ReLU, max, abs); "
+        "bisected, every part passed, some on one side of its kink"
     )
 
 
