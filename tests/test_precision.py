@@ -207,3 +207,51 @@ def test_a_noise_share_too_large_for_a_percentage_is_written_as_a_factor():
 
     assert share(0.5, 1.0) == "50% of"
     assert share(1e90, 1.0) == "about 1e+90 times"
+
+
+# ------------------------------------------------------------ noise, block by block
+
+
+def cosine_embedding():
+    """cosine_embedding_loss's rule with its ±1 target passed as a float parameter."""
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.normal(size=(4, 5)), rng.normal(size=(4, 5))
+
+    def cos(a, b):
+        return np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+    def loss(p):
+        c = cos(p["x1"], p["x2"])
+        return float(np.sum(np.where(p["t"] == 1, 1 - c, np.maximum(0, c))))
+
+    def grad(p):
+        a, b = p["x1"], p["x2"]
+        na = np.linalg.norm(a, axis=1, keepdims=True)
+        nb = np.linalg.norm(b, axis=1, keepdims=True)
+        c = cos(a, b)[:, None]
+        w = np.where(p["t"][:, None] == 1, -1.0, (c > 0) * 1.0)
+        return {
+            "x1": w * (b / (na * nb) - c * a / na**2),
+            "x2": w * (a / (na * nb) - c * b / nb**2),
+            "t": np.zeros(4),
+        }
+
+    return loss, {"x1": x1, "x2": x2, "t": np.array([1.0, -1.0, 1.0, -1.0])}, grad
+
+
+def test_a_jumpy_input_is_named_and_the_smooth_blocks_are_judged():
+    loss, params, grad = cosine_embedding()
+    report = gradproof.check(loss, params, grad)
+    assert [report.blocks[k].status for k in ("x1", "x2", "t")] == ["pass", "pass", "inconclusive"]
+    assert "the loss jumps when t moves" in report.blocks["t"].reason
+
+
+def test_a_bug_beside_a_jumpy_input_still_fails_in_its_block():
+    loss, params, grad = cosine_embedding()
+
+    def wrong(p):
+        out = grad(p)
+        return {**out, "x2": 2 * out["x2"]}
+
+    report = gradproof.check(loss, params, wrong)
+    assert report.status == "fail" and report.suspects == ("x2",)

@@ -201,6 +201,7 @@ def _context(
         budget=budget,
         seed=seed,
         grad_eps=max(grad_eps, base.level.eps, params_precision(layout)),
+        block_delta=base.block_delta,
     )
 
 

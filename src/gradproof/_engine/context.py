@@ -57,6 +57,7 @@ class Context:
     budget: Budget
     seed: int
     grad_eps: float
+    block_delta: tuple[float, ...] | None = None  # per block, where measured block by block
 
     @property
     def machine_eps(self) -> float:
@@ -101,13 +102,28 @@ class Context:
             offsets = round_to(theta[:, None] + offsets, self.level) - theta[:, None]
         return offsets
 
-    def noise_at(self, values: np.ndarray) -> np.ndarray:
-        """A bound on the noise in each row of loss ``values`` (shape (n, k)): the base
-        point's, or one unit of roundoff of the largest value in the row, where the loss
-        is much larger away from the base point (near a minimum at J ≈ 0)."""
+    def noise_at(self, values: np.ndarray, indices: np.ndarray | None = None) -> np.ndarray:
+        """A bound on the noise in each row of loss ``values`` (shape (n, k)).
+
+        The base point's (that of the block holding ``indices[i]``, where noise was
+        measured block by block), or one unit of roundoff of the largest value in
+        the row, where the loss is much larger away from the base point (near a
+        minimum at J ≈ 0).
+        """
         with np.errstate(invalid="ignore"):
             largest = np.max(np.abs(values), axis=1)
-        return np.maximum(self.delta, self.machine_eps * largest)
+        delta: float | np.ndarray = self.delta
+        if self.block_delta is not None and indices is not None:
+            delta = np.asarray(self.block_delta)[self.block_index(indices)]
+        return np.maximum(delta, self.machine_eps * largest)
+
+    def block_index(self, indices: np.ndarray) -> np.ndarray:
+        """The position in ``layout.blocks`` of the block holding each flat index."""
+        return np.searchsorted(self._stops, indices, side="right")
+
+    @cached_property
+    def _stops(self) -> np.ndarray:
+        return np.array([b.stop for b in self.layout.blocks])
 
     def evaluate(self, indices: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """J(theta + offsets[i, k] e_indices[i]) for every i, k, in this check's scheme."""

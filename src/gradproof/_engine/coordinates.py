@@ -23,7 +23,7 @@ import numpy as np
 
 from gradproof._engine.blocks import SUSPECTS_NOTE, blocks_of, global_signal, judge_block, unchecked
 from gradproof._engine.context import Context, ModeResult
-from gradproof._engine.judge import Judged, judge_elements, norm, relative_difference
+from gradproof._engine.judge import Judged, judge_elements, relative_difference
 from gradproof._engine.noise import raise_unrepeatable
 from gradproof._engine.precision import POINTS, noise_from_table
 from gradproof._engine.schemes import SCHEMES
@@ -33,6 +33,7 @@ from gradproof._report import BlockResult
 # A coordinate whose derivatives are this small next to the loss's change over the step
 # sits near a stationary point, where noise is measured where the loss is evaluated.
 STATIONARY = 1e-3
+JUMPY = 1e3  # a block this much noisier than the quietest one makes the loss jump
 CHUNK_SECONDS = 0.5  # target duration of one chunk of evaluations between budget checks
 
 # Judged's arrays (numeric_tolerance: the part of the tolerance owed to the numerical derivative)
@@ -58,19 +59,17 @@ def judge_coordinates(ctx: Context, indices: np.ndarray) -> Judged:
     offsets = ctx.offsets(theta)
     if not ctx.adaptive:
         values = ctx.evaluate(indices, offsets)
-        judged = _judge(ctx, g, theta, values, offsets, ctx.scheme.name)
+        judged = _judge(ctx, indices, values, offsets, ctx.scheme.name)
         _confirm_kinks(ctx, indices, offsets, values, judged.kink)
         return judged
     pair = ctx.evaluate(indices, offsets[:, :2])
-    judged = _judge(ctx, g, theta, pair, offsets[:, :2], "central")
+    judged = _judge(ctx, indices, pair, offsets[:, :2], "central")
     undecided = np.flatnonzero(judged.wrong | judged.kink)
     if undecided.size == 0:
         return judged
     more = ctx.evaluate(indices[undecided], offsets[undecided, 2:])
     values = np.concatenate([pair[undecided], more], axis=1)
-    second = _judge(
-        ctx, g[undecided], theta[undecided], values, offsets[undecided], ctx.scheme.name
-    )
+    second = _judge(ctx, indices[undecided], values, offsets[undecided], ctx.scheme.name)
     second = _near_stationary(
         ctx, indices[undecided], g[undecided], values, offsets[undecided], second
     )
@@ -84,15 +83,15 @@ def judge_coordinates(ctx: Context, indices: np.ndarray) -> Judged:
 
 def _judge(
     ctx: Context,
-    g: np.ndarray,
-    theta: np.ndarray,
+    indices: np.ndarray,
     values: np.ndarray,
     offsets: np.ndarray,
     scheme: str,
     delta: np.ndarray | None = None,
 ) -> Judged:
     """Combine ``values`` with scheme ``scheme``'s formula and judge them against ``g``."""
-    noise = ctx.noise_at(values) if delta is None else delta
+    g, theta = ctx.g[indices], ctx.theta[indices]
+    noise = ctx.noise_at(values, indices) if delta is None else delta
     estimate = SCHEMES[scheme].combine(ctx.j0, values, offsets, noise)
     judged = judge_elements(g, estimate, scheme, ctx.rtol, ctx.grad_eps, ctx.grad_scale)
     step = np.abs(offsets[:, 0])
@@ -109,7 +108,7 @@ def _confirm_kinks(
     if rows.size == 0:
         return
     again = ctx.evaluate(indices[rows], offsets[rows])
-    moved = np.abs(again - values[rows]) > ctx.noise_at(values[rows])[:, None]
+    moved = np.abs(again - values[rows]) > ctx.noise_at(values[rows], indices[rows])[:, None]
     if np.any(moved):
         row, col = np.argwhere(moved)[0]
         raise_unrepeatable(ctx, int(indices[rows][row]), values[rows][row, col], again[row, col])
@@ -137,9 +136,9 @@ def _near_stationary(
     rows = np.flatnonzero((judged.wrong | unclear) & ~judged.kink & small)
     if rows.size == 0:
         return judged
-    delta = ctx.noise_at(values)
+    delta = ctx.noise_at(values, indices)
     delta[rows] = np.maximum(delta[rows], noise_along(ctx, indices[rows], offsets[rows, 0]))
-    return _judge(ctx, g, ctx.theta[indices], values, offsets, ctx.scheme.name, delta)
+    return _judge(ctx, indices, values, offsets, ctx.scheme.name, delta)
 
 
 def noise_along(ctx: Context, indices: np.ndarray, start: np.ndarray) -> np.ndarray:
@@ -261,10 +260,12 @@ def coordinate_mode(ctx: Context, mode: str, per_block: int | None, progress: An
             continue
         part = _slice_judged(judged, sl)
         blocks.append(judge_block(block, positions, g[sl], theta[sl], part, signal, None))
+    blocks = _name_jumpy_blocks(ctx, blocks)
     extra: dict[str, Any] = {}
     if ctx.adaptive:
         extra["central_first"] = {"coordinates": int(indices.size), "refined": judged.refined}
-    if indices.size and norm(g) + norm(judged.numerical) <= norm(judged.numeric):
+    within = (np.abs(g) <= judged.numeric) & (np.abs(judged.numerical) <= judged.numeric)
+    if indices.size and bool(np.all(within)):
         extra["near_zero"] = (
             "the gradient and its numerical estimate are both zero within the error bound "
             "(a stationary point, or a loss of ~0), so their relative difference means nothing "
@@ -280,6 +281,32 @@ def coordinate_mode(ctx: Context, mode: str, per_block: int | None, progress: An
         miss_probability=miss,
         extra=extra,
     )
+
+
+def _name_jumpy_blocks(ctx: Context, blocks: list[BlockResult]) -> list[BlockResult]:
+    """Say which inconclusive block makes the loss jump, where noise was measured per block.
+
+    A block whose own noise is ``JUMPY`` times the quietest block's is most likely
+    a discrete input (a ±1 label, a mask, an index) passed as a parameter: its
+    finite differences jump, and the other blocks are judged on their own noise.
+    """
+    if ctx.block_delta is None:
+        return blocks
+    quiet = max(min(ctx.block_delta), np.finfo(np.float64).tiny)
+    out = []
+    for block, delta in zip(blocks, ctx.block_delta, strict=True):
+        if block.status == "inconclusive" and delta > JUMPY * quiet:
+            block = replace(
+                block,
+                reason=(
+                    f"the loss jumps when {block.name} moves (noise {delta:.2g} in its "
+                    f"values, against {quiet:.2g} for the quietest block): a label, mask or "
+                    f"index passed as a parameter? Pass it to the loss through a closure "
+                    f"instead of in `params`"
+                ),
+            )
+        out.append(block)
+    return out
 
 
 def _coverage(

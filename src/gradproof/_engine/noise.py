@@ -30,6 +30,7 @@ from gradproof._engine.precision import (
     FLOAT64,
     Level,
     Measured,
+    block_noise,
     level_of,
     measure_precision,
 )
@@ -37,6 +38,8 @@ from gradproof._engine.tree import Layout
 from gradproof._errors import NondeterministicLossError
 
 REPEATS = 3  # evaluations of the loss at the base point before the check
+LARGE_NOISE = 1e4  # noise beyond this many units of roundoff of |J| is measured block by block
+MAX_BLOCKS = 256  # ... where there are at most this many blocks (16 evaluations each)
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,9 @@ class Baseline:
     delta: float
     precision: str
     level: Level
+    # Each block's own bound where the loss's noise was measured block by block (it
+    # looked large through all of them together); None: ``delta`` holds for every block.
+    block_delta: tuple[float, ...] | None = None
 
     @property
     def machine_eps(self) -> float:
@@ -91,7 +97,32 @@ def measure_baseline(
     _raise_if_noisy(spread, j0, noise, values)
     measured = measure_precision(evaluator, j0, _output_level(evaluator), flat=flat)
     delta = noise_level(j0, spread, measured.noise, measured.level.eps, noise)
-    return Baseline(j0, spread, delta, _precision_text(layout, measured), measured.level)
+    per_block = _per_block(evaluator, layout, j0, measured, spread, noise)
+    text = _precision_text(layout, measured)
+    return Baseline(j0, spread, delta, text, measured.level, per_block)
+
+
+def _per_block(
+    evaluator: Evaluator,
+    layout: Layout,
+    j0: float,
+    measured: Measured,
+    spread: float,
+    noise: float | None,
+) -> tuple[float, ...] | None:
+    """Each block's own noise bound, measured where the noise through all blocks looks large.
+
+    "Large": beyond ``LARGE_NOISE`` units of roundoff of |J|. The user's stated
+    ``noise`` and the repeated calls' spread still apply to every block.
+    """
+    eps = measured.level.eps
+    if noise is not None or len(layout.blocks) < 2 or len(layout.blocks) > MAX_BLOCKS:
+        return None
+    if measured.noise <= LARGE_NOISE * eps * max(abs(j0), np.finfo(np.float64).tiny):
+        return None
+    spans = [(b.start, b.stop) for b in layout.blocks]
+    found = block_noise(evaluator, j0, measured.level, spans)
+    return tuple(noise_level(j0, spread, n, eps, None) for n in found)
 
 
 def confirm_deterministic(evaluator: Evaluator, base: Baseline, noise: float | None) -> None:

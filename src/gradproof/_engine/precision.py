@@ -156,6 +156,26 @@ def _table(evaluator: Evaluator, signs: np.ndarray, level: Level) -> np.ndarray:
     )
 
 
+def block_noise(
+    evaluator: Evaluator, j0: float, level: Level, spans: list[tuple[int, int]], seed: int = 0
+) -> list[float]:
+    """The noise in J along a direction confined to each span of coordinates (one block).
+
+    A loss that jumps when one input moves (a ±1 label or a mask passed as a
+    parameter) fills a direction through every block with its jumps; measured
+    block by block, the jumps stay with the block that causes them.
+    Cost: ``DIRECTIONS * POINTS`` evaluations per span.
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for lo, hi in spans:
+        signs = np.zeros((DIRECTIONS, evaluator.theta.size))
+        signs[:, lo:hi] = rng.choice([-1.0, 1.0], size=(DIRECTIONS, hi - lo))
+        table = _table(evaluator, signs, level)
+        out.append(min(noise_from_table(np.concatenate([[j0], row])) for row in table))
+    return out
+
+
 def _coarsest_representing(values: np.ndarray, candidates: list[Level]) -> Level:
     """The coarsest candidate in which every value is exactly representable.
 

@@ -96,22 +96,23 @@ class Prober:
         direction = signs * np.maximum(np.abs(ctx.theta[lo:hi]), 1.0)
         analytic = float(np.dot(ctx.g[lo:hi], direction))
         positions = slice(lo, hi)
+        where = np.array([lo])  # the block holding this probe: its noise bound
         a = np.array([analytic])
         if ctx.adaptive:
             pair = ctx.evaluator.along(positions, direction, self.steps[:2])
             estimate = SCHEMES["central"].combine(
-                ctx.j0, pair[None, :], self.steps[None, :2], ctx.noise_at(pair[None, :])
+                ctx.j0, pair[None, :], self.steps[None, :2], ctx.noise_at(pair[None, :], where)
             )
             judged = judge_elements(a, estimate, "central", ctx.rtol, ctx.grad_eps)
             if judged.wrong[0] or judged.kink[0]:
                 more = ctx.evaluator.along(positions, direction, self.steps[2:])
                 values = np.concatenate([pair, more])[None, :]
-                noise = ctx.noise_at(values)
+                noise = ctx.noise_at(values, where)
                 estimate = ctx.scheme.combine(ctx.j0, values, self.steps[None, :], noise)
                 judged = judge_elements(a, estimate, ctx.scheme.name, ctx.rtol, ctx.grad_eps)
         else:
             values = ctx.evaluator.along(positions, direction, self.steps)
-            noise = ctx.noise_at(values[None, :])
+            noise = ctx.noise_at(values[None, :], where)
             estimate = ctx.scheme.combine(ctx.j0, values[None, :], self.steps[None, :], noise)
             judged = judge_elements(a, estimate, ctx.scheme.name, ctx.rtol, ctx.grad_eps)
         self.probes += 1
