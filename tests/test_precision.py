@@ -255,3 +255,31 @@ def test_a_bug_beside_a_jumpy_input_still_fails_in_its_block():
 
     report = gradproof.check(loss, params, wrong)
     assert report.status == "fail" and report.suspects == ("x2",)
+
+
+# ------------------------------------------------------------ what a pass proves
+
+
+@pytest.mark.parametrize("mode", ["full", "probe"])
+def test_each_block_states_the_smallest_error_it_would_have_caught(mode):
+    loss, params, grad32, _ = tanh_layer()
+    f32 = gradproof.check(loss, params, grad32, mode=mode).blocks["W"].detectable
+    rng = np.random.default_rng(2)
+    theta = rng.normal(size=(8, 4))
+    f64 = gradproof.check(
+        lambda p: float(np.sum(np.tanh(p))), theta, lambda p: 1 - np.tanh(p) ** 2, mode=mode
+    ).blocks["params"].detectable
+    assert f64 is not None and f32 is not None
+    # float32 proves less than float64, and says how much; a probe's directional
+    # derivative sums the whole block, so its float32 sensitivity is coarser still
+    assert f64 < 1e-6 < f32 < (1e-2 if mode == "full" else 1e-1)
+
+
+def test_an_error_above_the_stated_limit_is_caught():
+    loss, params, grad32, _ = tanh_layer()
+    limit = gradproof.check(loss, params, grad32).blocks["W"].detectable
+    g = grad32(params)["W"].astype(np.float64)
+    i = np.unravel_index(np.argmax(np.abs(g)), g.shape)
+    g[i] += 3 * limit * np.max(np.abs(g))
+    report = gradproof.check(loss, params, {"W": g})
+    assert report.status == "fail" and report.blocks["W"].wrong_elements == (tuple(map(int, i)),)

@@ -58,6 +58,9 @@ class BlockResult:
     diagnosis: Diagnosis | None = None
     reason: str = ""
     sample: tuple[tuple[float, float], ...] = ()
+    # What a pass proves in this precision: an element off by more than this share of
+    # the block's largest gradient element fails (None: not measured, e.g. unchecked).
+    detectable: float | None = None
 
     @property
     def passed(self) -> bool:

@@ -89,6 +89,7 @@ def judge_block(
         reason=reason,
         diagnosis=diagnosis,
         sample=_sample(g, n),
+        detectable=detectable(t, g),
     )
 
 
@@ -131,6 +132,19 @@ def _block_status(
             f"larger eps, or a loss with less noise"
         )
     return "pass", ""
+
+
+def detectable(tolerance: np.ndarray, g: np.ndarray) -> float | None:
+    """The largest tolerance as a share of the largest gradient element: an element
+    off by more than this fails (None where the gradient is all zero).
+
+    >>> detectable(np.array([1e-9, 4e-9]), np.array([2.0, -0.5]))
+    2e-09
+    """
+    largest = float(np.max(np.abs(g), initial=0.0))
+    if largest == 0 or not tolerance.size:
+        return None
+    return float(np.max(tolerance)) / largest
 
 
 def share(part: float, whole: float) -> str:

@@ -7,6 +7,7 @@ or, when wrong throughout, is judged on a seeded sample of its coordinates.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -41,6 +42,12 @@ def probe_mode(ctx: Context, per_block: int, progress: Any) -> ModeResult:
     blocks = tuple(block_result(ctx, entry, signal) for entry in run.found)
     thresholds = {e.block.name: detectable(e) for e in run.found}
     relative = _relative_thresholds(ctx, run, thresholds)
+    blocks = tuple(
+        replace(b, detectable=relative[b.name] if math.isfinite(relative[b.name]) else None)
+        if b.checked
+        else b
+        for b in blocks
+    )
     extra: dict[str, Any] = {
         "probes": run.probes,
         "rounds": run.rounds,
