@@ -23,6 +23,11 @@ def with_inf(p):
     return float(np.sum(p["W"]) * np.inf)
 
 
+def writes_into_params(p):
+    p["W"] += 1.0  # an in-place update of what gradproof passes read-only
+    return float(np.sum(p["W"] ** 2))
+
+
 CASES = [
     # id, call kwargs overrides, argument named, fragments the message must hold
     (
@@ -83,6 +88,14 @@ CASES = [
     ("grad-none", {"grad": None}, "grad", ["None", "callable"]),
     ("loss-not-callable", {"loss": 3.0}, "loss", ["3.0", "callable"]),
     ("scheme-unknown", {"scheme": "forward"}, "scheme", ["'forward'", "richardson"]),
+    ("grad-returns-none", {"grad": lambda p: None}, "grad", ["returned None", "return grads"]),
+    (
+        "loss-two-arguments",
+        {"loss": lambda p, q: 0.0},
+        "loss",
+        ["one argument", "missing 1 required positional argument", "closure"],
+    ),
+    ("loss-writes-params", {"loss": writes_into_params}, "loss", ["read-only", ".copy()"]),
 ]
 
 
@@ -115,3 +128,51 @@ def test_a_loss_that_is_nan_next_to_the_base_point_is_reported_where_it_happened
     message = str(info.value)
     assert message.startswith("`loss`=nan") and "the noise measurement" in message
     assert "`eps`" not in message
+
+
+def test_a_losss_own_type_error_is_not_called_misuse():
+    def loss(p):
+        return float(np.sum(p["W"])) + "oops"  # the user's bug, not gradproof's
+
+    with pytest.raises(TypeError, match="unsupported operand") as info:
+        gradproof.check(loss, P, G)
+    assert not isinstance(info.value, gradproof.GradproofError)
+
+
+@pytest.mark.parametrize(
+    ("params", "names"),
+    [
+        ({"a.b": np.ones(2), "a": {"b": np.ones(1)}}, ["'a.b'", "a.b"]),
+        ({0: np.ones(2), "0": np.ones(1)}, ["0", "'0'"]),
+        (
+            {"layer1.weight": np.ones(2), "layer1.bias": np.ones(1)},
+            ["layer1.weight", "layer1.bias"],
+        ),
+        ([np.ones(2), (np.ones(1), {"x": np.ones(1)})], ["0", "1.0", "1.1.x"]),
+    ],
+    ids=["dotted-key-vs-nested", "int-vs-str-key", "torch-style-names", "nested-sequences"],
+)
+def test_block_names_are_unique_and_a_correct_gradient_passes(params, names):
+    from gradproof._engine.tree import flatten
+
+    layout, theta = flatten(params)
+    assert [b.name for b in layout.blocks] == names
+
+    def loss(p):
+        return float(sum(np.sum(np.asarray(x) ** 3) for x in _leaves(p)))
+
+    grad = layout.build(3 * theta**2)  # the same structure, keys and all
+    report = gradproof.check(loss, params, grad)
+    assert report.status == "pass", str(report)
+    assert list(report.blocks) == names
+
+
+def _leaves(node):
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from _leaves(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            yield from _leaves(value)
+    else:
+        yield node

@@ -9,6 +9,7 @@ loss raises.
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 import warnings
@@ -175,7 +176,7 @@ class Evaluator:
             return self._scalar(self._call_batch(flat[None, :])[0], where, eps_sets_steps)
         structure = self.layout.build(flat)
         started = time.perf_counter()
-        value = self.loss(structure)
+        value = call_loss(self.loss, structure)
         self.seconds += time.perf_counter() - started
         self._advance(1)
         return self._scalar(value, where, eps_sets_steps)
@@ -192,7 +193,7 @@ class Evaluator:
     def _call_batch(self, points: np.ndarray) -> np.ndarray:
         structure = self.layout.build(points, batch=points.shape[0])
         started = time.perf_counter()
-        values = np.asarray(_to_numpy(self.loss(structure)))
+        values = np.asarray(_to_numpy(call_loss(self.loss, structure)))
         self.seconds += time.perf_counter() - started
         self._advance(points.shape[0])
         if values.shape != (points.shape[0],):
@@ -267,6 +268,49 @@ def evaluate_offsets(
             fix,
         )
     return values
+
+
+def call_loss(loss: Loss, structure: Any) -> Any:
+    """``loss(structure)``, with misuse told apart from the loss's own errors.
+
+    A loss that cannot take one argument, or that writes into the read-only
+    parameters it is given, is misuse of ``loss`` (an InvalidArgument that says
+    what to do); any other exception is the loss's own and propagates unchanged.
+    """
+    try:
+        return loss(structure)
+    except TypeError as error:
+        if _takes_one_argument(loss):
+            raise
+        raise invalid(
+            "loss",
+            loss,
+            f"must take one argument, the parameter structure, but calling it with one "
+            f"raised TypeError: {error}",
+            "wrap it, e.g. loss=lambda p: f(p['W'], p['b'], X, y), with the data in a closure",
+        ) from error
+    except ValueError as error:
+        if "read-only" not in str(error):
+            raise
+        raise invalid(
+            "loss",
+            loss,
+            "wrote into the parameters it was given: gradproof passes read-only views, so "
+            f"that a check can change neither your arrays nor its own state ({error})",
+            "copy before changing them inside the loss (w = p['W'].copy()), or compute "
+            "without in-place operations (w = w + 1, not w += 1)",
+        ) from error
+
+
+def _takes_one_argument(loss: Loss) -> bool:
+    """Whether ``loss`` accepts one positional argument (True where it cannot be told)."""
+    try:
+        inspect.signature(loss).bind(None)
+    except TypeError:
+        return False
+    except ValueError:  # no signature (a builtin): assume it can
+        return True
+    return True
 
 
 def _finite(value: Any) -> bool:

@@ -83,7 +83,17 @@ def is_structure(grad: Any) -> bool:
 def _call_gradient(grad: Callable[[Any], Any], params: Any) -> Any:
     # The callable gets its own copy so that a backprop writing in place cannot
     # change the caller's parameters.
-    return grad(copy.deepcopy(params))
+    out = grad(copy.deepcopy(params))
+    if out is None:
+        raise invalid(
+            "grad",
+            grad,
+            "returned None: a gradient function must return the gradient, the same "
+            "structure as `params`",
+            "end it with `return grads` (a backward that fills arrays in place must still "
+            "return them), or pass the gradient's values instead of the function",
+        )
+    return out
 
 
 def _from_notebook_convention(grad: Any, params: Any) -> Any:
@@ -111,8 +121,10 @@ def _match_blocks(layout: Layout, glayout: Layout, gflat: np.ndarray) -> np.ndar
     """Check names and shapes; return the gradient vector in the layout's order."""
     names = [b.name for b in layout.blocks]
     gnames = [b.name for b in glayout.blocks]
-    missing = [n for n in names if n not in gnames]
-    extra = [n for n in gnames if n not in names]
+    paths = [b.path for b in layout.blocks]
+    gpaths = [b.path for b in glayout.blocks]
+    missing = [b.name for b in layout.blocks if b.path not in gpaths]
+    extra = [b.name for b in glayout.blocks if b.path not in paths]
     if missing or extra:
         parts = []
         if missing:
@@ -126,10 +138,10 @@ def _match_blocks(layout: Layout, glayout: Layout, gflat: np.ndarray) -> np.ndar
             "return one gradient per parameter, under the parameter's own name "
             "(or 'd' + name, as in the Gradient Checking notebook's backprop)",
         )
-    by_name = {b.name: b for b in glayout.blocks}
+    by_path = {b.path: b for b in glayout.blocks}  # paths tell 0 from "0", "a.b" from a.b
     pieces = []
     for block in layout.blocks:
-        gblock = by_name[block.name]
+        gblock = by_path[block.path]
         same = gblock.shape == block.shape or (block.size == 1 and gblock.size == 1)
         if not same:
             raise invalid(

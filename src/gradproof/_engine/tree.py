@@ -110,6 +110,41 @@ def _name(path: Path) -> str:
     return ".".join(str(p) for p in path) if path else "params"
 
 
+def _exact_name(path: Path) -> str:
+    """A name that tells apart paths whose plain names collide: a string key that holds
+    a dot, looks like an index or is empty is quoted (``'a.b'``, ``'0'``)."""
+
+    def part(key: Any) -> str:
+        if isinstance(key, str) and ("." in key or key.isdigit() or not key):
+            return repr(key)
+        return str(key)
+
+    return ".".join(part(p) for p in path) if path else "params"
+
+
+def unique_names(paths: list[Path]) -> list[str]:
+    """Block names, one per path, none repeated.
+
+    Plain names (``layers.0.W``) where they are unique; where two paths print
+    alike (``{"a.b": x, "a": {"b": y}}``, or keys ``0`` and ``"0"``), the exact
+    form of each, and a ``#k`` suffix as a last resort.
+
+    >>> unique_names([("a.b",), ("a", "b"), (0,), ("0",), ("W",)])
+    ["'a.b'", 'a.b', '0', "'0'", 'W']
+    """
+    plain = [_name(p) for p in paths]
+    counts: dict[str, int] = {}
+    for name in plain:
+        counts[name] = counts.get(name, 0) + 1
+    names = [_exact_name(p) if counts[n] > 1 else n for p, n in zip(paths, plain, strict=True)]
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return out
+
+
 def flatten(params: Any, argument: str = "params") -> tuple[Layout, np.ndarray]:
     """Flatten ``params`` into a layout and a float64 copy of its values.
 
@@ -126,7 +161,8 @@ def flatten(params: Any, argument: str = "params") -> tuple[Layout, np.ndarray]:
     blocks = []
     values = []
     start = 0
-    for path, leaf in leaves:
+    names = unique_names([path for path, _ in leaves])
+    for (path, leaf), name in zip(leaves, names, strict=True):
         array, is_number = _leaf_array(leaf, path, argument)
         if array.size == 0:
             raise invalid(
@@ -136,7 +172,7 @@ def flatten(params: Any, argument: str = "params") -> tuple[Layout, np.ndarray]:
                 "to check",
                 f"leave {_name(path)!r} out of {argument}, or give it at least one element",
             )
-        blocks.append(Block(_name(path), path, array.shape, array.dtype, start, is_number))
+        blocks.append(Block(name, path, array.shape, array.dtype, start, is_number))
         values.append(np.asarray(array, dtype=np.float64).ravel())
         start += array.size
     if start == 0:
@@ -193,6 +229,7 @@ def _leaf_array(leaf: Any, path: Path, argument: str) -> tuple[np.ndarray, bool]
         return np.asarray(leaf), False  # a numpy scalar keeps its dtype (float32: reported)
     if isinstance(leaf, numbers.Real):
         return np.asarray(float(leaf)), not isinstance(leaf, np.generic)
+    leaf = _detached(leaf)
     if isinstance(leaf, np.ndarray) or hasattr(leaf, "__array__"):
         array = np.asarray(leaf)
         if array.dtype.kind in "iuf" or float_eps(array.dtype) is not None:
@@ -217,6 +254,20 @@ def _leaf_array(leaf: Any, path: Path, argument: str) -> tuple[np.ndarray, bool]
         "keep only numbers and numpy arrays in the parameter structure, "
         "and pass other inputs to the loss through a closure",
     )
+
+
+def _detached(leaf: Any) -> Any:
+    """A tensor that tracks gradients (torch), as the values it holds, on the host.
+
+    Read only: the user's tensor is neither detached in place nor moved.
+    """
+    detach = getattr(leaf, "detach", None)
+    if not callable(detach) or isinstance(leaf, np.ndarray):
+        return leaf
+    values = detach().cpu()
+    if str(getattr(values, "dtype", "")) == "torch.bfloat16":  # numpy has no bfloat16
+        values = values.float()
+    return values.numpy()
 
 
 def float_eps(dtype: np.dtype[Any]) -> float | None:
