@@ -441,3 +441,20 @@ def test_a_thread_pool_evaluates_in_float64_too(layer_params):
     assert report.suspects == ("W",)
     assert report.blocks["x"].passed and report.blocks["x"].difference < 1e-9
     assert report.blocks["W"].scale == pytest.approx(2.0, rel=1e-6)
+
+
+def test_a_function_jit_cannot_trace_gets_the_eager_hint_and_runs_eagerly():
+    def f(p):
+        return jnp.sum(p["w"] ** 2) * int(p["w"][0] > 0)  # int() of a traced value
+
+    with pytest.raises(gradproof.InvalidArgument, match="evaluation='eager'"):
+        gradproof.jax.check(f, {"w": jnp.array([1.0, 2.0])})
+    assert gradproof.jax.check(f, {"w": jnp.array([1.0, 2.0])}, evaluation="eager").passed
+
+
+def test_a_function_grad_cannot_trace_is_named_with_the_fix():
+    def f(p):
+        return jnp.asarray(np.sum(np.asarray(p["w"]) ** 2))  # numpy inside f
+
+    with pytest.raises(gradproof.InvalidArgument, match="jax.numpy throughout"):
+        gradproof.jax.check(f, {"w": jnp.array([1.0, 2.0])}, evaluation="eager")

@@ -24,6 +24,12 @@ BATCHED = ("vmap", "map")
 # MLP on CPU), so batches go in pieces of these sizes, the last one padded. A compiled
 # loop (map) gains little from long pieces; vmap on an accelerator gains more.
 PIECES = {"map": (64, 4), "vmap": (1024, 64, 4)}
+# What tracing a function that is not pure jax.numpy raises (bool/int/array conversions).
+UNTRACEABLE = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerArrayConversionError,
+    jax.errors.TracerIntegerConversionError,
+)
 RESERVED = {
     "batched": "gradproof.jax chooses it from `evaluation`; pass evaluation='vmap', 'map' or 'jit'",
     "grad": "gradproof.jax checks jax.grad(f), which runs your custom_vjp/custom_jvp rules; "
@@ -134,7 +140,16 @@ class _Problem:
         """``jax.grad(f)`` at the float64 parameters, by block name."""
         point = self.point()
         self._validate_output(point)
-        grads = jax.grad(self.of_blocks)(point)
+        try:
+            grads = jax.grad(self.of_blocks)(point)
+        except UNTRACEABLE as error:
+            raise invalid(
+                "f",
+                f"a function jax.grad cannot trace ({type(error).__name__})",
+                "must be written with jax.numpy throughout: jax.grad traces it, and numpy "
+                "calls, float() or int() on a traced value fail",
+                "replace np.* with jnp.* and keep values as arrays inside f",
+            ) from error
         return {
             name: np.asarray(g, dtype=np.float64)
             for name, g in zip(self.tree.block_names, grads, strict=True)
@@ -144,7 +159,7 @@ class _Problem:
         """f at one parameter set, or at a batch of them (a leading axis on every block)."""
         try:
             return self._loss(blocks)
-        except jax.errors.ConcretizationTypeError as error:
+        except UNTRACEABLE as error:
             raise invalid(
                 "evaluation",
                 self.requested,
