@@ -456,5 +456,5 @@ def test_a_function_grad_cannot_trace_is_named_with_the_fix():
     def f(p):
         return jnp.asarray(np.sum(np.asarray(p["w"]) ** 2))  # numpy inside f
 
-    with pytest.raises(gradproof.InvalidArgument, match="jax.numpy throughout"):
+    with pytest.raises(gradproof.InvalidArgument, match=r"jax\.numpy throughout"):
         gradproof.jax.check(f, {"w": jnp.array([1.0, 2.0])}, evaluation="eager")
