@@ -29,6 +29,7 @@ from gradproof._engine.progress import Progress, validate_progress
 from gradproof._engine.schemes import SCHEMES, Scheme
 from gradproof._engine.tree import Layout, flatten
 from gradproof._engine.validate import (
+    validate_batched,
     validate_callable,
     validate_mode,
     validate_positive,
@@ -171,6 +172,7 @@ def _validate(
     validate_positive("tol", tol, "pass a bound such as tol=2e-7, or leave tol=None")
     validate_positive("noise", noise, "pass the loss's noise level, or leave noise=None")
     validate_scheme(scheme)
+    validate_batched(batched)
     validate_mode(mode, samples, seed, scheme)
     validate_workers(workers, executor)
 

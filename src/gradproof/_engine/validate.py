@@ -6,6 +6,8 @@ import math
 import numbers
 from typing import Any
 
+import numpy as np
+
 from gradproof._engine.schemes import SCHEMES
 from gradproof._errors import invalid
 
@@ -44,6 +46,18 @@ def validate_scheme(scheme: Any) -> None:
             f"must be one of {list(SCHEME_NAMES)}",
             "use 'auto' (Richardson with scaled steps, or central with your `eps`), "
             "'central' (the Gradient Checking notebook's method), 'richardson' or 'complex'",
+        )
+
+
+def validate_batched(batched: Any) -> None:
+    """``batched`` must be True or False (a string such as "no" is truthy, not False)."""
+    if not isinstance(batched, bool | np.bool_):
+        raise invalid(
+            "batched",
+            batched,
+            "must be True or False",
+            "pass batched=True if the loss takes a leading batch axis on every leaf and "
+            "returns one value per parameter set, else leave batched=False",
         )
 
 
