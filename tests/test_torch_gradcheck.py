@@ -510,3 +510,60 @@ def test_an_existing_grad_is_left_alone(fn):
     gt.gradcheck(fn, (x, y), raise_exception=False)
     gt.gradcheck(fn, (x, y), raise_exception=False, atol=1e-5, rtol=1e-3)
     assert x.grad is grad and torch.equal(grad, torch.full_like(x, 7.0)) and y.grad is None
+
+
+# Device safety: everything gradcheck builds (cotangents, weights, perturbed inputs) must
+# live on the inputs' device. With torch's default device set to "meta", a tensor built
+# without device= (torch.zeros(shape)) lands on "meta" and meets the CPU inputs, and torch
+# raises "expected device cpu but got meta" as it raises for a CPU cotangent beside CUDA
+# inputs: the CPU-only assumption that breaks on a GPU, caught on a machine without one.
+
+
+def _two_outputs(x, w):
+    return torch.sin(x) * w, (x**2).sum(0)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"projections": 3},
+        {"full_jacobian": True},
+        {"fast_mode": True},
+        {"atol": 1e-5, "rtol": 1e-3},
+        {"dtype": "native"},
+        {"batched": False},
+    ],
+    ids=["projection", "projections", "full_jacobian", "fast_mode", "torch_rule", "native", "loop"],
+)
+def test_nothing_gradcheck_builds_lands_on_the_default_device(options):
+    x = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    with torch.device("meta"):
+        assert gt.gradcheck(_two_outputs, (x, w), **options) is True
+    assert x.device.type == w.device.type == "cpu"
+
+
+def test_a_wrong_backward_fails_as_a_wrong_backward_on_any_default_device():
+    x = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    with torch.device("meta"), pytest.raises(gt.GradcheckError) as caught:
+        gt.gradcheck(MulTwiceX.apply, (x, y))
+    assert caught.value.report.suspects == ("x",)
+
+
+@pytest.mark.parametrize("full_jacobian", [False, True])
+def test_the_weights_of_every_reduction_have_the_outputs_device_and_dtype(full_jacobian):
+    from gradproof.torch._reductions import reductions
+
+    outputs = [
+        torch.empty(2, 3, device="meta"),
+        torch.empty((), dtype=torch.float64, device="meta"),
+    ]
+    plan = reductions(outputs, full_jacobian=full_jacobian, projections=2, seed=0)
+    assert len(plan) == (7 if full_jacobian else 2)
+    for reduction in plan:
+        assert [(w.device.type, w.dtype) for w in reduction.weights] == [
+            ("meta", torch.float32),
+            ("meta", torch.float64),
+        ]

@@ -7,7 +7,9 @@ named by its parameter's name, with the bug's kind.
 
 from __future__ import annotations
 
+import copy
 import inspect
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -316,3 +318,233 @@ def test_vmap_runs_where_the_model_allows_and_the_loop_elsewhere(data, monkeypat
     with pytest.warns(gt.TrainingModeWarning):  # dropout in training mode: vmap refuses it
         assert gt.check_module(dropout, summed, *data).passed
     assert outcomes == ["failed"]  # tried once, then the loop
+
+
+# The model the user trains is the one checked: hooks, parametrizations and tied weights
+# take part as in the user's own loss.backward().
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+
+
+def _hooks(model):
+    """Every hook on the model's modules and parameters, by key and object."""
+    kinds = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    modules = [
+        [(k, id(v)) for kind in kinds for k, v in getattr(m, kind).items()] for m in model.modules()
+    ]
+    tensors = [
+        [(k, id(v)) for k, v in (p._backward_hooks or {}).items()] for p in model.parameters()
+    ]
+    return modules, tensors
+
+
+def _full_snapshot(model):
+    """_snapshot, plus the hooks and the storage each parameter and buffer uses."""
+    storages = [t.data_ptr() for t in [*model.parameters(), *model.buffers()]]
+    return {**_snapshot(model), "hooks": _hooks(model), "storages": storages}
+
+
+def test_a_tensor_hook_that_doubles_a_gradient_fails_naming_the_parameter(data):
+    model = _mlp()
+    model[0].weight.register_hook(lambda g: 2 * g)
+    report = gt.check_module(model, F.mse_loss, *data)
+    assert report.status == "fail"
+    assert report.suspects == ("0.weight",)
+    assert report.blocks["0.weight"].diagnosis.kind == "scale"
+    assert report.blocks["0.weight"].scale == pytest.approx(2.0, rel=SCALE_RTOL)
+    assert [n for n, b in report.blocks.items() if b.passed] == ["0.bias", "2.weight", "2.bias"]
+
+
+@pytest.mark.parametrize(
+    "hook", [lambda g: None, lambda g: g.clone(), lambda g: g * 1.0], ids=["none", "clone", "x1"]
+)
+def test_a_tensor_hook_that_keeps_the_gradient_passes(data, hook):
+    model = _mlp()
+    model[2].weight.register_hook(hook)
+    assert gt.check_module(model, F.mse_loss, *data).passed
+
+
+def test_a_forward_hook_that_changes_the_output_is_what_the_loss_sees(data):
+    model = _mlp()
+    x, y = data
+    with torch.no_grad():  # what the hook makes of the output, in the check's float64
+        expected = copy.deepcopy(model).double()(x.double()) ** 2
+    model.register_forward_hook(lambda module, args, output: output**2)
+    seen = []
+
+    def loss(output, target):
+        if not seen:  # the first call: the gradient's, at the base point
+            seen.append(output.detach().clone())
+        return F.mse_loss(output, target)
+
+    report = gt.check_module(model, loss, x, y)
+    assert report.passed and list(report.blocks) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    torch.testing.assert_close(seen[0], expected, rtol=0, atol=0)
+
+
+def test_a_forward_pre_hook_that_scales_the_input_is_honoured(data):
+    model = _mlp()
+    model[0].register_forward_pre_hook(lambda module, args: (3 * args[0],))
+    x, y = data
+    calls = []
+    model[2].register_forward_pre_hook(lambda module, args: calls.append(1))
+    report = gt.check_module(model, F.mse_loss, x, y)
+    assert report.passed and calls  # the user's hooks run at the check's evaluations
+
+
+def test_a_full_backward_hook_that_scales_grad_input_fails_the_layers_upstream(data):
+    model = _mlp()
+
+    def triple(module, grad_input, grad_output):
+        return tuple(None if g is None else 3 * g for g in grad_input)
+
+    model[2].register_full_backward_hook(triple)
+    report = gt.check_module(model, F.mse_loss, *data)
+    assert report.status == "fail"
+    assert set(report.suspects) == {"0.weight", "0.bias"}
+    assert report.blocks["2.weight"].passed and report.blocks["2.bias"].passed
+    for name in ("0.weight", "0.bias"):
+        assert report.blocks[name].diagnosis.kind == "scale"
+        assert report.blocks[name].scale == pytest.approx(3.0, rel=SCALE_RTOL)
+
+
+def test_a_backward_pre_hook_that_halves_grad_output_fails_the_layer_and_those_upstream(data):
+    model = _mlp()
+    model[2].register_full_backward_pre_hook(lambda module, grad_output: (grad_output[0] / 2,))
+    report = gt.check_module(model, F.mse_loss, *data)
+    assert set(report.suspects) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    for block in report.blocks.values():
+        assert block.diagnosis.kind == "scale" and block.scale == pytest.approx(0.5, rel=SCALE_RTOL)
+
+
+def test_a_weight_norm_parametrization_passes_with_its_originals_as_blocks(data):
+    from torch.nn.utils import parametrizations, parametrize
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        parametrizations.weight_norm(torch.nn.Linear(5, 4)), torch.nn.Tanh(), torch.nn.Linear(4, 1)
+    )
+    parametrize.register_parametrization(model[2], "weight", _Symmetric())
+    report = gt.check_module(model, F.mse_loss, *data)
+    assert report.passed
+    assert list(report.blocks) == [
+        "0.bias",
+        "0.parametrizations.weight.original0",
+        "0.parametrizations.weight.original1",
+        "2.bias",
+        "2.parametrizations.weight.original",
+    ]
+
+
+class _Symmetric(torch.nn.Module):
+    """A parametrization whose gradient in its original is not the identity's: w + w.flip."""
+
+    def forward(self, w):
+        return w + w.flip(-1)
+
+
+def test_tied_weights_pass_and_are_reported_once():
+    class Tied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = torch.nn.Linear(4, 4, bias=False)
+            self.decoder = torch.nn.Linear(4, 4)
+            self.decoder.weight = self.encoder.weight
+
+        def forward(self, x):
+            return self.decoder(torch.tanh(self.encoder(x)))
+
+    torch.manual_seed(0)
+    model, x, y = Tied(), torch.randn(8, 4), torch.randn(8, 4)
+    report = gt.check_module(model, F.mse_loss, x, y)
+    assert report.passed and list(report.blocks) == ["encoder.weight", "decoder.bias"]
+    assert model.decoder.weight is model.encoder.weight
+
+
+def _hooked_stateful_model(double):
+    model = _stateful_model()
+    model[0].weight.register_hook((lambda g: 2 * g) if double else (lambda g: g))
+    model[0].register_forward_hook(lambda module, args, output: output * 1.5)
+    model[2].register_forward_pre_hook(lambda module, args: None)
+    model[4].register_full_backward_hook(lambda module, grad_input, grad_output: None)
+    model[4].register_full_backward_pre_hook(lambda module, grad_output: None)
+    return model
+
+
+def _exploding_loss():
+    """A loss that consumes random numbers, as one with sampling would, then raises."""
+    calls = []
+
+    def loss(output, target):
+        calls.append(1)
+        torch.rand(3)
+        if len(calls) > 5:
+            raise RuntimeError("boom")
+        return F.mse_loss(output, target)
+
+    return loss
+
+
+@pytest.mark.parametrize("outcome", ["pass", "fail", "raise"])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_every_check_gives_the_model_back_bit_for_bit(outcome, mode):
+    model = _hooked_stateful_model(double=outcome == "fail")
+    model.train(mode == "train")
+    x, y = _data()
+    before = _full_snapshot(model)
+    loss = _exploding_loss() if outcome == "raise" else F.mse_loss
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gt.TrainingModeWarning)
+        if outcome == "raise":
+            with pytest.raises(RuntimeError, match="boom"):
+                gt.check_module(model, loss, x, y, batched=False)
+        else:
+            report = gt.check_module(model, loss, x, y)
+            assert report.status == outcome
+            assert report.suspects == (("0.weight",) if outcome == "fail" else ())
+    after = _full_snapshot(model)
+    _assert_same(before, after)
+    assert before["hooks"] == after["hooks"] and before["storages"] == after["storages"]
+
+
+class _SquareSumWrong(torch.autograd.Function):
+    """sum(w**2) with the backward 4w instead of 2w: a penalty's planted ×2."""
+
+    @staticmethod
+    def forward(ctx, w):
+        ctx.save_for_backward(w)
+        return (w**2).sum()
+
+    @staticmethod
+    def backward(ctx, g):
+        (w,) = ctx.saved_tensors
+        return 4 * w * g
+
+
+def test_a_penalty_the_loss_reads_from_the_model_itself_is_checked(data):
+    # loss_fn closes over the user's model: the check evaluates that model, so the
+    # penalty moves with each perturbation and its wrong backward is seen.
+    model = _mlp()
+
+    def loss(output, target):
+        return F.mse_loss(output, target) + _SquareSumWrong.apply(model[2].weight)
+
+    report = gt.check_module(model, loss, *data)
+    assert report.suspects == ("2.weight",)
+    assert [n for n, b in report.blocks.items() if b.passed] == ["0.weight", "0.bias", "2.bias"]
+
+
+def test_a_post_accumulate_grad_hook_that_scales_grad_in_place_fails(data):
+    # The gradient checked is the .grad the optimizer reads after loss.backward().
+    model = _mlp()
+
+    def flip(parameter):
+        parameter.grad.mul_(-1)
+
+    model[2].bias.register_post_accumulate_grad_hook(flip)
+    report = gt.check_module(model, F.mse_loss, *data)
+    assert report.suspects == ("2.bias",)
+    assert report.blocks["2.bias"].diagnosis.kind == "sign"

@@ -1,14 +1,17 @@
 """Pieces shared by :func:`check_module`, :func:`gradcheck` and the modules behind them.
 
 Both build on :func:`gradproof.check`: the values under test become a dict of
-float64 numpy arrays, the loss is a closure that copies a point into a private
-copy of the user's objects (never the objects themselves), and autograd's
-gradient is computed once, on that copy, at the base point.
+float64 numpy arrays, the loss is a closure that writes a point into private
+values, never the user's own tensors (``gradcheck``: copies of the inputs;
+``check_module``: the user's own module, its parameters and buffers holding
+private copies while borrowed, see :mod:`gradproof.torch._state`), and
+autograd's gradient is computed once, at the base point.
 """
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
@@ -95,6 +98,23 @@ def fixed_randomness(tensors: list[torch.Tensor]) -> Iterator[None]:
     """Restore torch's random state afterwards, bit for bit, also on an exception."""
     devices = sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"})
     with torch.random.fork_rng(devices=devices):
+        yield
+
+
+# torch warns, once per operator, where vmap runs an operator without a batching rule
+# one sample at a time; the result is right, and gradproof chose vmap, not the user.
+VMAP_FALLBACK_WARNING = r"There is a performance drop because we have not yet implemented"
+
+
+@contextlib.contextmanager
+def quiet_vmap_fallback() -> Iterator[None]:
+    """Hide torch's vmap "performance drop" warning, and only it, inside gradproof's vmap.
+
+    Only gradproof's own ``vmap`` call runs inside: the user's own vmap calls
+    still warn as torch decides.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=VMAP_FALLBACK_WARNING, category=UserWarning)
         yield
 
 

@@ -23,7 +23,7 @@ import torch
 from torch.func import vmap
 
 from gradproof._errors import invalid
-from gradproof.torch._common import Reseed, cast, from_numpy, to_numpy64
+from gradproof.torch._common import Reseed, cast, from_numpy, quiet_vmap_fallback, to_numpy64
 from gradproof.torch._reductions import unit_weights
 
 CACHE_ELEMENTS = 1 << 24  # outputs kept for the second and later checks (128 MiB of float64)
@@ -214,7 +214,7 @@ class FunctionLoss:
             raw = _as_outputs(self.func(*args))
             return tuple(raw[k] for k in self.kept)
 
-        with torch.no_grad():
+        with torch.no_grad(), quiet_vmap_fallback():
             self.reseed()
             return [o.detach() for o in vmap(one)(*stacked)]
 

@@ -20,7 +20,7 @@ import torch
 from torch.autograd.gradcheck import GradcheckError as TorchGradcheckError
 
 import gradproof
-from gradproof._engine.validate import validate_callable
+from gradproof._engine.validate import validate_callable, validate_seed
 from gradproof._errors import invalid
 from gradproof._report import Report
 from gradproof.torch._common import (
@@ -201,7 +201,7 @@ def gradcheck(
     target = compute_dtype(dtype, tensors, "the inputs that require grad")
     if fast_mode:
         options.setdefault("mode", "probe")
-    seed = int(options.get("seed", 0) or 0)
+    seed = int(options.get("seed", 0))
     rule = TorchRule.given(atol, rtol, eps)
     with fixed_randomness([v for v in values if isinstance(v, torch.Tensor)]):
         loss = FunctionLoss(func, values, checked, target, seed=seed, batched=batched)
@@ -280,6 +280,7 @@ def _validate_arguments(
 ) -> None:
     """Every argument check of :func:`gradcheck`, in order; drops torch's no-op options."""
     _validate_torch_options(options)
+    validate_seed(options.get("seed", 0))
     for name, flag in flags.items():
         if not isinstance(flag, bool):
             raise invalid(name, flag, "must be True or False", f"pass {name}=True or False")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import threading
 import warnings
 from collections.abc import Callable
@@ -13,7 +12,7 @@ import torch
 from torch.func import functional_call, vmap
 
 import gradproof
-from gradproof._engine.validate import validate_callable
+from gradproof._engine.validate import validate_callable, validate_seed
 from gradproof._errors import invalid
 from gradproof._report import Report
 from gradproof.torch._common import (
@@ -23,10 +22,12 @@ from gradproof.torch._common import (
     compute_dtype,
     fixed_randomness,
     from_numpy,
+    quiet_vmap_fallback,
     scalar_loss,
     to_numpy64,
     validate_precision,
 )
+from gradproof.torch._state import borrowed
 
 
 class TrainingModeWarning(UserWarning):
@@ -50,11 +51,20 @@ def check_module(
     (``layer2.weight[3, 1]``); a hand-written ``autograd.Function`` or backward
     hook that is wrong shows up as the parameters it feeds.
 
-    The check runs on a private copy: ``model``, its parameters, buffers
-    (BatchNorm running statistics), ``requires_grad`` flags, ``.grad`` fields,
-    train/eval mode and torch's random state are exactly as before afterwards,
-    also when the loss raises. Torch's generator is reset to one seed before
-    every evaluation, so dropout draws the same mask each time.
+    The check runs on ``model`` itself, not a copy, so it checks the gradient
+    the user's ``loss.backward()`` puts in ``.grad``: hooks on parameters
+    (``weight.register_hook``), module forward, forward pre-, full backward
+    and backward pre-hooks, ``torch.nn.utils.parametrize`` parametrizations
+    (their originals are the blocks) and tied weights (one block, under its
+    first name) all take part, and every hook runs at each evaluation (the
+    post-accumulate-grad hooks once, in the one ``backward``: one that steps an
+    optimizer, as optimizer-in-backward does, steps it). While
+    it runs, the parameters and buffers hold private copies of their values;
+    afterwards ``model`` (and a ``loss_fn`` module) has its own tensors back,
+    bit for bit: values, buffers (BatchNorm running statistics),
+    ``requires_grad`` flags, ``.grad`` fields, train/eval modes, and torch's
+    random state, also when the loss raises. Torch's generator is reset to one
+    seed before every evaluation, so dropout draws the same mask each time.
 
     Args:
         model: a ``torch.nn.Module``.
@@ -62,7 +72,7 @@ def check_module(
             ``torch.nn.functional.mse_loss`` or a ``torch.nn.MSELoss()``).
         *batch: the model's input, then the targets. Floating tensors are cast
             to the check's dtype; integer tensors (class labels) are kept.
-        dtype: ``"float64"`` (default): check a float64 copy, whatever the
+        dtype: ``"float64"`` (default): check in float64, whatever the
             model's dtype (bfloat16, float16, float32): the most sensitive check.
             ``"native"``: check in the model's own dtype; steps and tolerances
             are then set for that precision.
@@ -106,11 +116,12 @@ def check_module(
         )
     own = dict(model.named_parameters())
     target = compute_dtype(dtype, [own[n] for n in names], "the model's parameters")
+    validate_seed(options.get("seed", 0))
     _warn_if_training(model)
-    seed = int(options.get("seed", 0) or 0)
-    with fixed_randomness(list(own.values())):
-        loss = _ModuleLoss(model, loss_fn, batch, target, names, seed)
-        params = {name: to_numpy64(own[name]) for name in names}
+    params = {name: to_numpy64(own[name]) for name in names}
+    lent = [model, *([loss_fn] if isinstance(loss_fn, torch.nn.Module) else [])]
+    with fixed_randomness(list(own.values())), borrowed(lent, target):
+        loss = _ModuleLoss(model, loss_fn, batch, target, names, int(options.get("seed", 0)))
         grad = loss.gradient()
         return gradproof.check(loss, params, grad, batched=batched, **options)
 
@@ -154,8 +165,10 @@ def _warn_if_training(model: torch.nn.Module) -> None:
 
 
 class _ModuleLoss:
-    """``loss(params)`` on a private copy of the model; ``params`` maps names to arrays.
+    """``loss(params)`` on the borrowed model; ``params`` maps names to arrays.
 
+    The model is the user's own, lent by :func:`~gradproof.torch._state.borrowed`:
+    its parameters hold private values, which each evaluation overwrites.
     Leaves with one more axis than their parameter are a batch of parameter
     sets (gradproof's ``batched=True``): evaluated with vmap where it works.
     """
@@ -169,12 +182,10 @@ class _ModuleLoss:
         names: list[str],
         seed: int,
     ) -> None:
-        self.model = copy.deepcopy(model).to(dtype)
-        self.parameters = dict(self.model.named_parameters())
+        self.model = model
+        self.parameters = dict(model.named_parameters())
         self.names = names
-        self.loss_fn = (
-            copy.deepcopy(loss_fn).to(dtype) if isinstance(loss_fn, torch.nn.Module) else loss_fn
-        )
+        self.loss_fn = loss_fn
         inputs = cast(batch[0], dtype)
         self.args = inputs if isinstance(inputs, tuple) else (inputs,)
         self.targets = cast(tuple(batch[1:]), dtype)
@@ -190,22 +201,29 @@ class _ModuleLoss:
         self.lock = threading.RLock()
 
     def gradient(self) -> dict[str, np.ndarray]:
-        """Autograd's gradient at the base point (the model's own values)."""
+        """The gradient ``loss.backward()`` leaves in ``.grad``, at the base point.
+
+        ``backward``, not ``autograd.grad``: every hook the user's training
+        runs shapes it, down to the post-accumulate-grad hooks; ``inputs=``
+        keeps it from accumulating into any other tensor.
+        """
         tensors = [self.parameters[n] for n in self.names]
         with torch.enable_grad():
             self.reseed()
-            value = self._forward(self.model)
-            grads = torch.autograd.grad(value, tensors, allow_unused=True)
-        return {
-            n: np.zeros(tuple(t.shape)) if g is None else to_numpy64(g)
-            for n, t, g in zip(self.names, tensors, grads, strict=True)
+            self._forward(self.model).backward(inputs=tensors)
+        grads = {
+            n: np.zeros(tuple(t.shape)) if t.grad is None else to_numpy64(t.grad)
+            for n, t in zip(self.names, tensors, strict=True)
         }
+        for tensor in tensors:
+            tensor.grad = None  # the user's own .grad comes back when the model is returned
+        return grads
 
     def __call__(self, point: dict[str, np.ndarray]) -> torch.Tensor:
         first = self.names[0]
         if np.ndim(point[first]) == self.parameters[first].dim() + 1:
             return self._batch(point)
-        with self.lock, torch.no_grad():  # one evaluation at a time: the copy is shared
+        with self.lock, torch.no_grad():  # one evaluation at a time: the model is shared
             for name in self.names:
                 self.parameters[name].copy_(from_numpy(point[name], self.parameters[name]))
             self.reseed()
@@ -234,7 +252,7 @@ class _ModuleLoss:
             output = functional_call(self.model, values, self.args)
             return scalar_loss(self.loss_fn(output, *self.targets), "loss_fn")
 
-        with torch.no_grad():
+        with torch.no_grad(), quiet_vmap_fallback():
             self.reseed()
             result: torch.Tensor = vmap(one)(stacked)
             return result

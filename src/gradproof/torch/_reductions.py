@@ -67,8 +67,9 @@ def _projections(outputs: list[torch.Tensor], count: int, seed: int) -> Iterator
     rng = np.random.default_rng(seed)
     named = "the output" if len(outputs) == 1 else f"the {len(outputs)} outputs"
     for p in range(count):
-        weights = tuple(
-            torch.tensor(rng.standard_normal(tuple(o.shape)), dtype=o.dtype) for o in outputs
+        weights = tuple(  # on the outputs' device: the backward takes them as grad_outputs
+            torch.tensor(rng.standard_normal(tuple(o.shape)), dtype=o.dtype, device=o.device)
+            for o in outputs
         )
         context = (
             f"{named} projected on random vector {p + 1} of {count} (seed {seed}; an "
