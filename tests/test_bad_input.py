@@ -55,10 +55,16 @@ CASES = [
     ),
     ("params-bool", {"params": True, "grad": 1.0}, "params", ["bool"]),
     (
-        "params-complex",
-        {"params": np.ones(2, dtype=complex), "grad": np.ones(2)},
+        "params-object",
+        {"params": np.array([1.0, "x"], dtype=object), "grad": np.ones(2)},
         "params",
-        ["complex128", "real"],
+        ["object", "real and complex"],
+    ),
+    (
+        "grad-real-for-complex",
+        {"params": np.ones(2, dtype=complex), "grad": np.ones(2)},
+        "grad block 'params'",
+        ["must be complex", "dL/d(Re z) + i·dL/d(Im z)"],
     ),
     ("params-empty", {"params": {}, "grad": {}}, "params", ["no parameters"]),
     (

@@ -72,6 +72,7 @@ def judge_block(
             theta.reshape(shape),
             wrong,
             tolerance=t.reshape(shape),
+            is_complex=block.is_complex and full,
         )
     worst_k = int(np.argmax(err)) if err.size else 0
     return BlockResult(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -61,6 +61,7 @@ class _Case:
     shape: tuple[int, ...]
     unit: float  # what g and n were divided by
     tolerance: np.ndarray | None = None  # each element's tolerance, divided by unit
+    is_complex: bool = False  # a complex block, as (real, imaginary) pairs on its last axis
     error: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -100,12 +101,14 @@ def diagnose(
     theta: np.ndarray,
     wrong: list[Index],
     tolerance: np.ndarray | None = None,
+    is_complex: bool = False,
 ) -> Diagnosis:
     """The most specific pattern that explains ``g - n`` in block ``name``.
 
     ``g`` is the gradient under test, ``n`` the numerical derivative, ``theta``
     the parameter values (all of one shape), ``wrong`` the indices of the
-    elements beyond their tolerance, ``tolerance`` (optional) those tolerances.
+    elements beyond their tolerance, ``tolerance`` (optional) those tolerances;
+    ``is_complex``: the block holds a complex parameter as (real, imaginary) pairs.
     """
     g, n = np.asarray(g, dtype=float), np.asarray(n, dtype=float)
     if not (np.all(np.isfinite(g)) and np.all(np.isfinite(n))):
@@ -115,7 +118,8 @@ def diagnose(
     if unit > 0.0:
         allowed = None if tolerance is None else np.asarray(tolerance, dtype=float).ravel() / unit
         case = _Case(name, g.ravel() / unit, n.ravel() / unit, theta, wrong, g.shape, unit, allowed)
-        for test in (_zero, _elements, _scale, _transposed, _regularization):
+        case = replace(case, is_complex=is_complex)
+        for test in (_zero, _conjugated, _elements, _scale, _transposed, _regularization):
             found = test(case)
             if found is not None:
                 return found
@@ -156,6 +160,35 @@ def _is_zero(g: np.ndarray, n: np.ndarray) -> bool:
     """Whether ``g`` is ~0 beside a nonzero ``n``: at most 1e-12 of its norm."""
     size = float(np.linalg.norm(n))
     return size > 0.0 and float(np.linalg.norm(g)) <= 1e-12 * size
+
+
+def _conjugated(case: _Case) -> Diagnosis | None:
+    """A complex block whose gradient is s times the conjugate of the numerical one.
+
+    For a real loss of a complex z, the gradient is dL/d(Re z) + i·dL/d(Im z) (what
+    torch's ``.grad`` holds). Its conjugate is a backward that forgot (or added) a
+    ``conj()``; half its conjugate is the Wirtinger derivative dL/dz, returned instead.
+    """
+    if not case.is_complex:
+        return None
+    flipped = case.n.reshape(-1, 2) * np.array([1.0, -1.0])
+    s = scale_of(case.g, flipped.ravel())
+    if s is None or not case.explains(case.g - s * flipped.ravel()):
+        return None
+    if abs(s - 1) < SIGN:
+        what = "the conjugate of the numerical derivative — a conj() missing or extra"
+    elif abs(s - 0.5) < SIGN / 2:
+        what = (
+            "half the conjugate of the numerical derivative: the Wirtinger derivative dL/dz, "
+            "where dL/d(Re z) + i·dL/d(Im z) = 2·conj(dL/dz) is wanted"
+        )
+    else:
+        what = f"{_factor(s)}× the conjugate of the numerical derivative — a conj() and a factor"
+    return Diagnosis(
+        "conjugate",
+        f"{case.name}: the gradient is {what} in backprop (for a real loss of complex z, the "
+        "gradient is dL/d(Re z) + i·dL/d(Im z))",
+    )
 
 
 def _elements(case: _Case) -> Diagnosis | None:

@@ -142,6 +142,8 @@ def _match_blocks(layout: Layout, glayout: Layout, gflat: np.ndarray) -> np.ndar
     pieces = []
     for block in layout.blocks:
         gblock = by_path[block.path]
+        if block.is_complex != gblock.is_complex:
+            raise _complex_mismatch(block, gblock)
         same = gblock.shape == block.shape or (block.size == 1 and gblock.size == 1)
         if not same:
             raise invalid(
@@ -153,3 +155,21 @@ def _match_blocks(layout: Layout, glayout: Layout, gflat: np.ndarray) -> np.ndar
             )
         pieces.append(gflat[gblock.start : gblock.stop])
     return np.concatenate(pieces)
+
+
+def _complex_mismatch(block: Any, gblock: Any) -> Exception:
+    """A complex parameter with a real gradient, or the other way round."""
+    if block.is_complex:
+        return invalid(
+            f"grad block '{block.name}'",
+            f"a real array of shape {gblock.shape}",
+            f"must be complex like parameter '{block.name}': for a real loss, its gradient "
+            "is dL/d(Re z) + i·dL/d(Im z), what torch's .grad holds",
+            "return a complex gradient (for L = |z|², 2·z; not the conjugate, not dL/dz)",
+        )
+    return invalid(
+        f"grad block '{block.name}'",
+        f"a complex array of shape {gblock.shape[:-1]}",
+        f"must be real like parameter '{block.name}'",
+        "return the real part of the gradient, or make the parameter complex",
+    )

@@ -33,6 +33,10 @@ class Block:
     dtype: np.dtype[Any]
     start: int
     is_python_number: bool
+    # A complex leaf is checked as its real and imaginary parts: its block has a
+    # trailing axis of 2 ([..., 0] real, [..., 1] imaginary) and is built back
+    # into complex numbers for the loss.
+    is_complex: bool = False
 
     @property
     def size(self) -> int:
@@ -79,23 +83,30 @@ class Layout:
         readonly = flat.view()  # every slice of it is read-only too: one flag per call
         readonly.flags.writeable = False
         leaves: list[Any] = []
-        for start, stop, shape, is_number in self._spans:
+        for start, stop, shape, is_number, is_complex in self._spans:
             if batch is None:
                 piece = readonly[start:stop]
+                if is_complex:
+                    piece, shape = _as_complex(piece), shape[:-1]
                 if is_number:
                     value = piece[0]
                     leaves.append(complex(value) if np.iscomplexobj(piece) else float(value))
                     continue
                 leaves.append(piece.reshape(shape))
             else:
-                leaves.append(readonly[:, start:stop].reshape((batch, *shape)))
+                rows = readonly[:, start:stop]
+                if is_complex:
+                    rows, shape = _as_complex(rows), shape[:-1]
+                leaves.append(rows.reshape((batch, *shape)))
         if self._flat_dict is not None:  # the common case, {"W1": ..., "b1": ...}: no recursion
             return dict(zip(self._flat_dict, leaves, strict=True))
         return _unflatten(self.treedef, iter(leaves))
 
     @cached_property
-    def _spans(self) -> tuple[tuple[int, int, tuple[int, ...], bool], ...]:
-        return tuple((b.start, b.stop, b.shape, b.is_python_number) for b in self.blocks)
+    def _spans(self) -> tuple[tuple[int, int, tuple[int, ...], bool, bool], ...]:
+        return tuple(
+            (b.start, b.stop, b.shape, b.is_python_number, b.is_complex) for b in self.blocks
+        )
 
     @cached_property
     def _flat_dict(self) -> list[Any] | None:
@@ -172,6 +183,13 @@ def flatten(params: Any, argument: str = "params") -> tuple[Layout, np.ndarray]:
                 "to check",
                 f"leave {_name(path)!r} out of {argument}, or give it at least one element",
             )
+        if array.dtype.kind == "c":  # real and imaginary parts, interleaved
+            pairs = np.ascontiguousarray(array, dtype=np.complex128).view(np.float64)
+            shape = (*array.shape, 2)
+            blocks.append(Block(name, path, shape, array.dtype, start, is_number, True))
+            values.append(pairs.ravel())
+            start += 2 * array.size
+            continue
         blocks.append(Block(name, path, array.shape, array.dtype, start, is_number))
         values.append(np.asarray(array, dtype=np.float64).ravel())
         start += array.size
@@ -225,14 +243,16 @@ def _leaf_array(leaf: Any, path: Path, argument: str) -> tuple[np.ndarray, bool]
     where = f"{argument}" if not path else f"{argument} block '{_name(path)}'"
     if isinstance(leaf, (bool, np.bool_)):
         raise invalid(where, leaf, "is a bool, not a number to differentiate", "pass a float")
-    if isinstance(leaf, np.generic) and leaf.dtype.kind in "iuf":
+    if isinstance(leaf, np.generic) and leaf.dtype.kind in "iufc":
         return np.asarray(leaf), False  # a numpy scalar keeps its dtype (float32: reported)
     if isinstance(leaf, numbers.Real):
         return np.asarray(float(leaf)), not isinstance(leaf, np.generic)
+    if isinstance(leaf, numbers.Complex):
+        return np.asarray(complex(leaf)), True
     leaf = _detached(leaf)
     if isinstance(leaf, np.ndarray) or hasattr(leaf, "__array__"):
         array = np.asarray(leaf)
-        if array.dtype.kind in "iuf" or float_eps(array.dtype) is not None:
+        if array.dtype.kind in "iufc" or float_eps(array.dtype) is not None:
             return array, False
         if array.dtype.kind == "b":
             raise invalid(
@@ -244,8 +264,8 @@ def _leaf_array(leaf: Any, path: Path, argument: str) -> tuple[np.ndarray, bool]
         raise invalid(
             where,
             leaf,
-            f"has dtype {array.dtype}, but gradients are checked for real numbers only",
-            "pass a float array (complex and object arrays cannot be checked)",
+            f"has dtype {array.dtype}, but gradients are checked for real and complex numbers only",
+            "pass a float or complex array (object arrays cannot be checked)",
         )
     raise invalid(
         where,
@@ -254,6 +274,20 @@ def _leaf_array(leaf: Any, path: Path, argument: str) -> tuple[np.ndarray, bool]
         "keep only numbers and numpy arrays in the parameter structure, "
         "and pass other inputs to the loss through a closure",
     )
+
+
+def _as_complex(pairs: np.ndarray) -> np.ndarray:
+    """Interleaved (real, imaginary) float64 pairs on the last axis, viewed as complex128.
+
+    A view, read-only like ``pairs``; where the last axis is not contiguous, a
+    read-only copy.
+    """
+    try:
+        return pairs.view(np.complex128)
+    except ValueError:
+        copied = np.ascontiguousarray(pairs).view(np.complex128)
+        copied.flags.writeable = False
+        return copied
 
 
 def _detached(leaf: Any) -> Any:
@@ -271,14 +305,15 @@ def _detached(leaf: Any) -> Any:
 
 
 def float_eps(dtype: np.dtype[Any]) -> float | None:
-    """Machine epsilon of a real floating dtype, numpy's or ml_dtypes' (bfloat16); else None.
+    """Machine epsilon of a floating dtype (complex: of its parts), numpy's or ml_dtypes'
+    (bfloat16); else None.
 
     >>> float_eps(np.dtype(np.float32)) == float(np.finfo(np.float32).eps)
     True
     >>> float_eps(np.dtype(np.int64)) is None
     True
     """
-    if dtype.kind == "f":
+    if dtype.kind in "fc":  # a complex dtype's parts: complex64 rounds as float32
         return float(np.finfo(dtype).eps)
     if dtype.kind == "V" and "float" in dtype.name:
         try:
