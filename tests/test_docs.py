@@ -62,7 +62,7 @@ def test_the_api_reference_names_every_plot_function():
 
 
 @pytest.mark.parametrize(
-    "page", ["index.md", "tutorial.md", "frameworks.md", "modes.md", "reports.md"]
+    "page", ["index.md", "tutorial.md", "frameworks.md", "modes.md", "reports.md", "complex.md"]
 )
 def test_the_examples_on_each_page_run(page, capsys):
     if page == "reports.md":
