@@ -458,3 +458,84 @@ def test_a_function_grad_cannot_trace_is_named_with_the_fix():
 
     with pytest.raises(gradproof.InvalidArgument, match=r"jax\.numpy throughout"):
         gradproof.jax.check(f, {"w": jnp.array([1.0, 2.0])}, evaluation="eager")
+
+
+# -- order, modes and the primal, as check_grads has them ----------------------------------
+
+
+@jax.custom_jvp
+def _softplus_detached(x):
+    return jnp.log1p(jnp.exp(x))
+
+
+# Right first derivative, but sigmoid is detached: the rule is not differentiable.
+_softplus_detached.defjvp(
+    lambda primals, tangents: (
+        _softplus_detached(primals[0]),
+        jax.lax.stop_gradient(jax.nn.sigmoid(primals[0])) * tangents[0],
+    )
+)
+
+
+@jax.custom_jvp
+def _softplus(x):
+    return jnp.log1p(jnp.exp(x))
+
+
+_softplus.defjvp(
+    lambda primals, tangents: (_softplus(primals[0]), jax.nn.sigmoid(primals[0]) * tangents[0])
+)
+
+W = {"w": jnp.array([0.3, -1.2, 2.0])}
+
+
+@pytest.mark.parametrize("modes", [("rev",), ("fwd",), ("fwd", "rev")])
+def test_a_stop_gradient_inside_a_rule_passes_order_1_and_fails_order_2(modes):
+    def f(p):
+        return jnp.sum(_softplus_detached(p["w"]) ** 2)
+
+    assert gj.check(f, W, order=1, modes=modes).passed
+    report = gj.check(f, W, order=2, modes=modes)
+    assert report.status == "fail" and report.suspects == ("w",)
+    assert "the second derivative" in " ".join(report.notes)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_a_right_rule_passes_every_order_in_both_modes(order):
+    def f(p):
+        return jnp.sum(_softplus(p["w"]) ** 2)
+
+    report = gj.check(f, W, order=order, modes=("fwd", "rev"))
+    assert report.passed, str(report)
+    assert len(report.extra["derivatives"]) == 2 * order
+
+
+def test_forward_mode_checks_a_custom_jvp_rule():
+    @jax.custom_jvp
+    def square(x):
+        return x**2
+
+    square.defjvp(lambda primals, tangents: (square(primals[0]), 3 * primals[0] * tangents[0]))
+    report = gj.check(lambda p: jnp.sum(square(p["w"])), W, modes=("fwd",))
+    assert report.status == "fail" and report.blocks["w"].diagnosis.kind == "scale"
+
+
+def test_a_custom_vjp_whose_fwd_computes_another_function_fails():
+    @jax.custom_vjp
+    def cube(x):
+        return x**3
+
+    cube.defvjp(lambda x: (x**3 + 0.1, x), lambda x, g: (3 * x**2 * g,))  # fwd: x³ + 0.1
+    report = gj.check(lambda p: jnp.sum(cube(p["w"])), W)
+    assert report.status == "fail"
+    assert "primal output of jax.vjp" in report.extra["primal"]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [("order", 4, "one of [1, 2, 3]"), ("order", True, "one of"), ("modes", ("bwd",), "fwd")],
+)
+def test_bad_order_or_modes_are_named(option, value, words):
+    with pytest.raises(gradproof.InvalidArgument, match=rf"`{option}`") as info:
+        gj.check(lambda p: jnp.sum(p["w"] ** 2), W, **{option: value})
+    assert words in str(info.value)

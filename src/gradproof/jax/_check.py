@@ -14,6 +14,13 @@ import gradproof
 from gradproof._engine.validate import validate_callable
 from gradproof._errors import GradcheckError, invalid
 from gradproof._report import Report
+from gradproof.jax._orders import (
+    DIFFERENTIATE,
+    Derivative,
+    derivatives,
+    primal_mismatch,
+    validate,
+)
 from gradproof.jax._tree import Pytree, split
 from gradproof.jax._x64 import float64
 
@@ -38,7 +45,13 @@ RESERVED = {
 
 
 def check(
-    f: Callable[[Any], Any], params: Any, *, evaluation: Evaluation = "auto", **options: Any
+    f: Callable[[Any], Any],
+    params: Any,
+    *,
+    order: int = 1,
+    modes: tuple[str, ...] = ("rev",),
+    evaluation: Evaluation = "auto",
+    **options: Any,
 ) -> Report:
     """Check ``jax.grad(f)`` at ``params`` against the numerical derivative of ``f``.
 
@@ -54,6 +67,13 @@ def check(
             equinox-style modules. Each floating-point leaf is a block, named
             by its path (``"layers.0.W"``, ``"encoder.weight"``); other leaves
             (integer arrays, Python ints, functions) are held fixed.
+        order: the highest derivative checked, 1 to 3, as in ``check_grads``:
+            order 2 checks Hessian-vector products (the derivative of the
+            gradient along a random direction), so a rule whose derivative is
+            right but not differentiable (a ``stop_gradient`` inside) fails.
+        modes: ``("rev",)`` checks ``jax.grad`` (your ``custom_vjp`` rules),
+            ``("fwd",)`` ``jax.jacfwd`` (your ``custom_jvp`` rules), or both.
+            Each checks, too, that a custom rule's primal output equals ``f``.
         evaluation: how ``f`` is evaluated at the perturbed parameters.
             ``"vmap"``: ``jax.jit(jax.vmap(f))`` over many parameter sets per
             call (best on GPU and TPU); ``"map"``: ``jax.jit`` of
@@ -85,17 +105,72 @@ def check(
     """
     validate_callable("f", f, "pass a function f(params) -> scalar written with jax.numpy")
     _validate_options(evaluation, options)
+    chosen_modes = validate(order, modes)
     tree = split(params)
     chosen = evaluation
     if evaluation == "auto":
         chosen = "map" if jax.default_backend() == "cpu" else "vmap"
     with float64():
-        problem = _Problem(f, tree, chosen, requested=evaluation)
-        gradient = problem.gradient()
-        report = gradproof.check(
-            problem.loss, tree.blocks(), gradient, batched=chosen in BATCHED, **options
+        base = _Problem(_of_blocks(f, tree), tree, chosen, requested=evaluation)
+        point = base.point()
+        base.validate_output(point)
+        try:
+            mismatch = primal_mismatch(base.of_blocks, point, chosen_modes)
+        except UNTRACEABLE as error:
+            raise untraceable(error) from error
+        seed = int(options.get("seed", 0) or 0)
+        reports = []
+        for derivative in derivatives(base.of_blocks, point, order, chosen_modes, seed):
+            problem = _Problem(
+                derivative.h, tree, chosen, requested=evaluation, mode=derivative.mode
+            )
+            report = gradproof.check(
+                problem.loss,
+                tree.blocks(),
+                problem.gradient(),
+                batched=chosen in BATCHED,
+                **options,
+            )
+            reports.append((derivative, report))
+            if not report.passed:
+                break
+    return _with_notes(_combined(reports, mismatch), tree)
+
+
+def untraceable(error: Exception) -> Exception:
+    """The InvalidArgument for an ``f`` that JAX's differentiation cannot trace."""
+    return invalid(
+        "f",
+        f"a function jax.grad cannot trace ({type(error).__name__})",
+        "must be written with jax.numpy throughout: jax.grad traces it, and numpy "
+        "calls, float() or int() on a traced value fail",
+        "replace np.* with jnp.* and keep values as arrays inside f",
+    )
+
+
+def _of_blocks(f: Callable[[Any], Any], tree: Pytree) -> Callable[[list[Any]], Any]:
+    """``f`` as a function of the checked blocks, in order (the other leaves held fixed)."""
+
+    def of_blocks(values: list[Any]) -> Any:
+        return f(tree.rebuild(values))
+
+    return of_blocks
+
+
+def _combined(reports: list[tuple[Derivative, Report]], mismatch: str) -> Report:
+    """The first report that did not pass (or the last), saying which derivative it checked."""
+    derivative, report = reports[-1]
+    checked = {d.label: r.status for d, r in reports}
+    notes = list(report.notes)
+    if len(checked) > 1 or derivative.order > 1 or derivative.mode != "rev":
+        notes.append(f"This report checks {derivative.label}.")
+    extra = {**report.extra, "derivatives": checked}
+    if mismatch:
+        notes.append(mismatch)
+        return dataclasses.replace(
+            report, status="fail", notes=tuple(notes), extra={**extra, "primal": mismatch}
         )
-    return _with_notes(report, tree)
+    return dataclasses.replace(report, notes=tuple(notes), extra=extra)
 
 
 def assert_gradients_match(f: Callable[[Any], Any], params: Any, **options: Any) -> Report:
@@ -116,14 +191,17 @@ class _Problem:
     """``f`` as gradproof sees it: a loss of named float64 blocks, and its JAX gradient."""
 
     def __init__(
-        self, f: Callable[[Any], Any], tree: Pytree, evaluation: str, *, requested: str
+        self,
+        of_blocks: Callable[[list[Any]], Any],
+        tree: Pytree,
+        evaluation: str,
+        *,
+        requested: str,
+        mode: str = "rev",
     ) -> None:
         self.tree = tree
         self.ndims = [np.ndim(tree.leaves[i]) for i in tree.checked]
-
-        def of_blocks(values: list[Any]) -> Any:
-            return f(tree.rebuild(values))
-
+        self.differentiate = DIFFERENTIATE[mode]
         self.of_blocks = of_blocks
         self.single = of_blocks if evaluation == "eager" else jax.jit(of_blocks)
         if evaluation == "map":
@@ -139,17 +217,10 @@ class _Problem:
     def gradient(self) -> dict[str, np.ndarray]:
         """``jax.grad(f)`` at the float64 parameters, by block name."""
         point = self.point()
-        self._validate_output(point)
         try:
-            grads = jax.grad(self.of_blocks)(point)
+            grads = self.differentiate(self.of_blocks)(point)
         except UNTRACEABLE as error:
-            raise invalid(
-                "f",
-                f"a function jax.grad cannot trace ({type(error).__name__})",
-                "must be written with jax.numpy throughout: jax.grad traces it, and numpy "
-                "calls, float() or int() on a traced value fail",
-                "replace np.* with jnp.* and keep values as arrays inside f",
-            ) from error
+            raise untraceable(error) from error
         return {
             name: np.asarray(g, dtype=np.float64)
             for name, g in zip(self.tree.block_names, grads, strict=True)
@@ -192,7 +263,7 @@ class _Problem:
                 start = stop
             return np.concatenate([np.asarray(p) for p in pieces])[:n]
 
-    def _validate_output(self, point: list[Any]) -> None:
+    def validate_output(self, point: list[Any]) -> None:
         out = self.of_blocks(point)  # eagerly: no compilation spent on a bad output
         dtype = getattr(out, "dtype", np.asarray(out).dtype)
         if np.shape(out) != () or not jnp.issubdtype(dtype, jnp.floating):
