@@ -266,9 +266,13 @@ def test_each_block_states_the_smallest_error_it_would_have_caught(mode):
     f32 = gradproof.check(loss, params, grad32, mode=mode).blocks["W"].detectable
     rng = np.random.default_rng(2)
     theta = rng.normal(size=(8, 4))
-    f64 = gradproof.check(
-        lambda p: float(np.sum(np.tanh(p))), theta, lambda p: 1 - np.tanh(p) ** 2, mode=mode
-    ).blocks["params"].detectable
+    f64 = (
+        gradproof.check(
+            lambda p: float(np.sum(np.tanh(p))), theta, lambda p: 1 - np.tanh(p) ** 2, mode=mode
+        )
+        .blocks["params"]
+        .detectable
+    )
     assert f64 is not None and f32 is not None
     # float32 proves less than float64, and says how much; a probe's directional
     # derivative sums the whole block, so its float32 sensitivity is coarser still
