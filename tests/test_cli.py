@@ -158,8 +158,8 @@ def test_json_html_and_plot_files(wrong, tmp_path, capsys):
     "argv, message",
     [
         (["check", "no/such/file.py"], "is not a file"),
-        (["check", "{right}:nope"], "defines no 'nope'. Fix: name one of its functions:"),
-        (["check", "{right}:broken"], "must return (loss, params, grad)"),
+        (["check", "{right}:nope"], "defines no 'nope'. Fix: name one of: as_dict, broken,"),
+        (["check", "{right}:broken"], "broken() returned 42 (type int); a target is a function"),
         (["check", "{empty}"], "defines no 'loss', 'params', 'grad'"),
         (["check", "{right}", "--plot", "x.jpg"], "must end in .png or .svg"),
         (["check", "{right}", "--eps", "-1"], "`eps`=-1.0: must be a finite number > 0"),
@@ -265,3 +265,248 @@ def test_the_example_in_check_help_runs(name, code, capsys):
     assert main(["check", f"{target}:{name}", "--eps", "1e-7", "--tol", "2e-7"]) == code
     out = capsys.readouterr().out
     assert ("suspects" in out) is (code == 1)
+
+
+# ---------------------------------------------------------------- what the target prints
+
+CHATTY = """\
+import os
+import numpy as np
+
+print("importing the target")
+os.write(1, b"a raw write to descriptor 1\\n")
+params = np.array([1.0, -2.0])
+calls = []
+
+
+def loss(p):
+    calls.append(1)
+    print("the loss speaks")
+    if len(calls) == 1:
+        os.system("echo a subprocess speaks")
+    return float(p @ p)
+
+
+def grad(p):
+    print("the gradient speaks")
+    return 2 * p
+"""
+
+
+def test_json_on_stdout_stays_json_whatever_the_target_prints(tmp_path):
+    (tmp_path / "chatty.py").write_text(CHATTY)
+    done = _run(
+        [sys.executable, "-m", "gradproof", "check", str(tmp_path / "chatty.py"), "--json", "-"]
+    )
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)  # the whole of stdout: nothing else was printed there
+    assert data["status"] == "pass" and done.stdout == data_text(data)
+    lines = done.stderr.splitlines()
+    assert lines[:2] == ["importing the target", "a raw write to descriptor 1"]
+    assert lines.count("the loss speaks") == data["evaluations"]
+    assert lines.count("a subprocess speaks") == lines.count("the gradient speaks") == 1
+
+
+def data_text(data):
+    return json.dumps(data, indent=2) + "\n"
+
+
+def test_the_text_report_is_alone_on_stdout_too(tmp_path, capsys):
+    (tmp_path / "chatty.py").write_text(CHATTY)
+    assert main(["check", str(tmp_path / "chatty.py")]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("gradient check: PASS") and "speaks" not in captured.out
+    assert "importing the target" in captured.err and "the loss speaks" in captured.err
+    assert sys.stdout is not sys.stderr  # and stdout is back where it was
+
+
+def test_in_process_json_to_stdout_is_only_json(tmp_path, capsys):
+    (tmp_path / "chatty.py").write_text(CHATTY.replace("os.system", "print"))
+    assert main(["check", str(tmp_path / "chatty.py"), "--json", "-"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "pass"
+
+
+# ------------------------------------------------------ outputs that overwrite each other
+
+
+@pytest.fixture
+def never_checked(monkeypatch):
+    """Fail the test if the check runs: a refused command must stop before any work."""
+
+    def refuse(*args, **options):
+        raise AssertionError("the check ran")
+
+    monkeypatch.setattr(gradproof._engine.check, "check", refuse)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["right.py", "--json", "right.py"],
+            "`--json`='right.py': is the file being checked: the report would overwrite its "
+            "code. Fix: give --json a file of its own, e.g. --json report.json.",
+        ),
+        (
+            ["right.py:problem", "--html", "./sub/../right.py"],
+            "`--html`='./sub/../right.py': is the file being checked: the report would "
+            "overwrite its code. Fix: give --html a file of its own, e.g. --html report.html.",
+        ),
+        (
+            ["right.py", "--json", "{tmp}/right.py"],
+            "`--json`='{tmp}/right.py': is the file being checked: the report would "
+            "overwrite its code. Fix: give --json a file of its own, e.g. --json report.json.",
+        ),
+        (
+            ["right.py", "--json", "link.py"],
+            "`--json`='link.py': is the file being checked: the report would overwrite its "
+            "code. Fix: give --json a file of its own, e.g. --json report.json.",
+        ),
+        (
+            ["right.py", "--json", "r.out", "--html", "./r.out"],
+            "`--html`='./r.out': is where --json writes: one output would overwrite the "
+            "other. Fix: give --html a file of its own, e.g. --html report.html.",
+        ),
+    ],
+)
+def test_an_output_over_the_target_or_another_output_is_refused(
+    argv, message, right, tmp_path, monkeypatch, never_checked, capsys
+):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.py").symlink_to(right)
+    monkeypatch.chdir(tmp_path)
+    source = right.read_text()
+    assert main(["check", *(a.format(tmp=tmp_path) for a in argv)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"gradproof check: error: {message.format(tmp=tmp_path)}\n"
+    assert right.read_text() == source and not (tmp_path / "r.out").exists()
+
+
+def test_the_plots_scatter_may_not_overwrite_another_output(right, tmp_path, never_checked, capsys):
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib")
+    html, plot = tmp_path / "b-scatter.png", tmp_path / "b.png"
+    assert main(["check", str(right), "--html", str(html), "--plot", str(plot)]) == 2
+    assert capsys.readouterr().err == (
+        f"gradproof check: error: `--plot`='{plot}': writes {html}, which is where --html "
+        "writes: one output would overwrite the other. Fix: give --plot a file of its own, "
+        "e.g. --plot blocks.png.\n"
+    )
+
+
+def test_different_outputs_are_all_written(right, tmp_path, capsys):
+    out = [tmp_path / "r.json", tmp_path / "r.html"]
+    assert main(["check", str(right), "--json", str(out[0]), "--html", str(out[1])]) == 0
+    assert json.loads(out[0].read_text())["status"] == "pass"
+    assert out[1].read_text().startswith("<!DOCTYPE html>")
+
+
+# ---------------------------------------------------------------------- naming a target
+
+TARGETS = """\
+import numpy as np
+
+params = {"w": np.array([1.0, -2.0])}
+
+
+def loss(p):
+    return float(p["w"] @ p["w"])
+
+
+def grad(p):
+    return {"w": 2 * p["w"]}
+
+
+class Problem:
+    @staticmethod
+    def build():
+        return loss, params, grad
+
+    def method(self):
+        return loss, params, grad
+
+
+class Holder:
+    three = (loss, params, grad)
+    pieces = {"loss": loss, "params": params}
+
+
+holder = Holder()
+
+
+def broken():
+    return 42
+"""
+
+
+@pytest.fixture
+def targets(tmp_path, monkeypatch):
+    """``targets.py`` in the current folder: error messages echo a short, exact TARGET."""
+    (tmp_path / "targets.py").write_text(TARGETS)
+    monkeypatch.chdir(tmp_path)
+    return "targets.py"
+
+
+@pytest.mark.parametrize("name", ["Problem.build", "Holder.three", "holder.three"])
+def test_a_dotted_name_reaches_an_attribute(name, targets, capsys):
+    assert main(["check", f"{targets}:{name}"]) == 0
+    assert capsys.readouterr().out.startswith("gradient check: PASS")
+
+
+RULE = (
+    "a target is a function returning (loss, params, grad) or a dict of them, or a file "
+    "defining `loss`, `params` and `grad`"
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (
+            "params",
+            f"params is a dict with keys 'w'; {RULE}. "
+            "Fix: pass targets.py alone: it defines `loss`, `params` and `grad`.",
+        ),
+        (
+            "Problem.nope",
+            "targets.py:Problem has no attribute 'nope'. Fix: name one of: build, method.",
+        ),
+        (
+            "holder.three.nope",
+            "targets.py:holder.three has no attribute 'nope'. Fix: name one of: count, index.",
+        ),
+        (
+            "nope.build",
+            "targets.py defines no 'nope'. Fix: name one of: Holder, Problem, broken, grad, loss.",
+        ),
+        (
+            "Holder.pieces",
+            "Holder.pieces is a dict with no 'grad'. Fix: define `loss`, `params` and `grad`, "
+            "or pass file.py:name, naming a function that returns them.",
+        ),
+        (
+            "Problem",
+            f"Problem() returned an object of type Problem; {RULE}. "
+            "Fix: pass targets.py alone: it defines `loss`, `params` and `grad`.",
+        ),
+        (
+            "broken",
+            f"broken() returned 42 (type int); {RULE}. "
+            "Fix: pass targets.py alone: it defines `loss`, `params` and `grad`.",
+        ),
+    ],
+)
+def test_a_name_that_is_not_a_target_says_what_a_target_is(name, message, targets, capsys):
+    assert main(["check", f"{targets}:{name}"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"gradproof check: error: `TARGET`='{targets}:{name}': {message}\n"
+
+
+def test_naming_the_loss_itself_says_a_target_takes_no_arguments(targets, capsys):
+    assert main(["check", f"{targets}:loss"]) == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last == (
+        "gradproof check: error: targets.py:loss: calling loss() raised TypeError: loss() "
+        "missing 1 required positional argument: 'p'. Fix: name a function that takes no "
+        "arguments and returns (loss, params, grad), and make it run on its own "
+        "(python -c 'import ...; loss()')"
+    )

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gradproof import Report
-from test_render_text import failing_report
+from test_render_text import CONTROL_NAMES, control_report, failing_report
 
 EVIL = "<script>alert(1)</script>"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -30,6 +30,18 @@ def test_every_user_provided_name_is_escaped():
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "&amp; co" in page
     assert "<script" not in page.lower()
+
+
+def test_control_characters_in_names_show_as_escapes_and_stay_apart():
+    page = control_report().to_html(plots=False)
+    assert "\x1b" not in page and "\r" not in page and "\u202e" not in page
+    cells = re.findall(r'<td class="name">([^<]*)</td>', page)
+    blocks = cells[: len(CONTROL_NAMES)]
+    assert blocks == ["W\\x1b[2J", "a\\nb", "\\r", "a\\\\nb"]
+    assert cells[len(CONTROL_NAMES) :] == [f"{name}[1]" for name in blocks]
+    seen = _visible_text(page)
+    assert "backprop runs output to input): W\\x1b[2J, a\\nb, \\r, a\\\\nb" in seen
+    assert "note: a note naming W\\x1b[2J\\u202e" in seen
 
 
 def test_the_page_is_self_contained():

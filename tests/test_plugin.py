@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import re
 import subprocess
 import sys
 import textwrap
@@ -115,6 +116,58 @@ def test_html_reports_of_failures(pytester):
     assert len(pages) == 1 and "test_wrong" in pages[0].name
     assert "layer2.weight[1, 0]" in pages[0].read_text()
     result.stdout.fnmatch_lines(["*HTML report: *test_wrong*.html*"])
+
+
+def test_every_failing_report_gets_its_own_file(pytester):
+    # Three ids that one "safe" file name would merge: each report keeps its own page.
+    pytester.makepyfile(
+        PROBLEM
+        + textwrap.dedent("""
+        @pytest.mark.parametrize("label", ["a/b", "a?b", "a b"])
+        def test_wrong(gradcheck, label):
+            name = "block" + str("/? ".index(label[1]))  # block0, block1, block2
+
+            def named_loss(p):
+                return loss({"layer2.weight": p[name]})
+
+            def named_wrong(p):
+                return {name: wrong({"layer2.weight": p[name]})["layer2.weight"]}
+
+            gradcheck(named_loss, {name: W}, named_wrong)
+        """)
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "--gradproof-html", "reports")
+    result.assert_outcomes(failed=3)
+    from gradproof._pytest_plugin import report_file_name
+
+    module = "test_every_failing_report_gets_its_own_file.py"
+    ids = [f"{module}::test_wrong[{label}]" for label in ("a/b", "a?b", "a b")]
+    names = [report_file_name(nodeid) for nodeid in ids]
+    assert len(set(names)) == 3
+    assert all(n.startswith(f"{module}_test_wrong_a_b-") for n in names)
+    assert sorted(p.name for p in (pytester.path / "reports").glob("*.html")) == sorted(names)
+    out = result.stdout.str()
+    headers = re.findall(r"_{3,} (test_wrong\[.*?\]) _{3,}", out)
+    pointed = re.findall(r"HTML report: (\S+)", out)
+    assert headers == ["test_wrong[a/b]", "test_wrong[a?b]", "test_wrong[a b]"]
+    assert pointed == [f"reports/{name}" for name in names]  # each failure, its own page
+    for number, name in enumerate(names):
+        page = (pytester.path / "reports" / name).read_text()
+        others = [f"block{n}" for n in range(3) if n != number]
+        assert f"block{number}[1, 0]" in page and not any(o in page for o in others)
+
+
+def test_report_file_names_are_safe_readable_and_distinct():
+    from gradproof._pytest_plugin import report_file_name
+
+    ids = ["t.py::test[a/b]", "t.py::test[a?b]", "t.py::test[a b]", "t.py::test[a_b]"]
+    names = [report_file_name(i) for i in ids]
+    assert len(set(names)) == 4
+    assert all(re.fullmatch(r"t\.py_test_a_b-[0-9a-f]{8}\.html", n) for n in names)
+    long = report_file_name("t.py::test[" + "x" * 500 + "]")
+    assert len(long) <= 80 + len("-12345678.html")
+    assert report_file_name("t.py::test[a/b]", 2) == names[0].replace(".html", "-2.html")
+    assert report_file_name("../../etc/passwd").startswith("etc_passwd-")
 
 
 def test_assert_gradients_match_reads_well_in_pytest(pytester):

@@ -217,3 +217,87 @@ def test_a_failure_the_rule_of_thumb_calls_great_says_why_it_still_fails():
 def test_the_verdict_line_states_the_notebooks_rule_of_thumb(difference, words):
     report = dataclasses.replace(failing_report(), difference=difference)
     assert render_text(report).splitlines()[0].endswith(f"(error model; {words})")
+
+
+# Names from the user's parameter structure: a terminal escape that clears the screen, a
+# newline, a carriage return, and a literal backslash-n that must not read as the newline.
+CONTROL_NAMES = ("W\x1b[2J", "a\nb", "\r", "a\\nb")
+
+
+def control_report() -> Report:
+    """A failing report whose every block name, suspect, element and note holds user text."""
+    blocks = {
+        name: BlockResult(
+            name=name,
+            shape=(2,),
+            status="fail",
+            difference=0.5,
+            scale=2.0,
+            max_abs_error=1.0,
+            worst_index=(1,),
+            checked=2,
+            wrong_elements=((1,),),
+            worst=(ElementResult(name, (1,), 2.0, 1.0, 1.0, 0.5, 1e-6),),
+            diagnosis=Diagnosis("scale", f"{name}: the gradient is 2.00× the numerical derivative"),
+        )
+        for name in CONTROL_NAMES
+    }
+    return Report(
+        status="fail",
+        difference=0.5,
+        tol=None,
+        blocks=blocks,
+        suspects=CONTROL_NAMES,
+        scheme="central",
+        eps=1e-7,
+        precision="float64",
+        evaluations=9,
+        seconds=0.25,
+        notes=("a note naming W\x1b[2J\u202e",),
+        coverage="every coordinate: 8 of 8",
+    )
+
+
+CONTROL_EXPECTED = """\
+gradient check: FAIL  difference 5.000e-01 (error model; ~1e-3 or more: worry)
+block     shape  difference  scale  max |error|  worst at  status
+W\\x1b[2J  (2,)     5.00e-01   2.00     1.00e+00  [1]       fail (1 wrong)
+a\\nb      (2,)     5.00e-01   2.00     1.00e+00  [1]       fail (1 wrong)
+\\r        (2,)     5.00e-01   2.00     1.00e+00  [1]       fail (1 wrong)
+a\\\\nb     (2,)     5.00e-01   2.00     1.00e+00  [1]       fail (1 wrong)
+4 blocks: 0 pass, 4 fail, 0 inconclusive; 4 wrong elements, 0 at kinks
+suspects (latest block first; backprop runs output to input): W\\x1b[2J, a\\nb, \\r, a\\\\nb
+  - W\\x1b[2J: the gradient is 2.00× the numerical derivative
+  - a\\nb: the gradient is 2.00× the numerical derivative
+  - \\r: the gradient is 2.00× the numerical derivative
+  - a\\\\nb: the gradient is 2.00× the numerical derivative
+element           analytic      numerical  abs error  rel error  tolerance
+W\\x1b[2J[1]   2.000000e+00   1.000000e+00   1.00e+00   5.00e-01   1.00e-06
+a\\nb[1]       2.000000e+00   1.000000e+00   1.00e+00   5.00e-01   1.00e-06
+\\r[1]         2.000000e+00   1.000000e+00   1.00e+00   5.00e-01   1.00e-06
+a\\\\nb[1]      2.000000e+00   1.000000e+00   1.00e+00   5.00e-01   1.00e-06
+note: a note naming W\\x1b[2J\\u202e
+checked: every coordinate: 8 of 8; mode full, scheme central (eps=1e-07), float64; 9 loss
+evaluations in 0.25 s
+"""
+
+
+def test_control_characters_in_names_are_shown_as_escapes():
+    text = str(control_report())
+    assert text == CONTROL_EXPECTED
+    assert all(ch == "\n" or ch.isprintable() for ch in text)  # no escape reaches the terminal
+
+
+def test_control_characters_are_escaped_on_a_terminal_too():
+    tty = io.StringIO()
+    print_report(control_report(), Console(file=tty, force_terminal=True, width=100))
+    assert "\x1b[2J" not in tty.getvalue() and "\r" not in tty.getvalue()
+    assert "W\\x1b[2J" in tty.getvalue()
+
+
+def test_escaped_names_stay_different_names():
+    from gradproof._render.words import printable
+
+    shown = [printable(name) for name in (*CONTROL_NAMES, "a b", "a\tb", "\\r", "")]
+    assert shown == ["W\\x1b[2J", "a\\nb", "\\r", "a\\\\nb", "a b", "a\\tb", "\\\\r", ""]
+    assert len(set(shown)) == len(shown)

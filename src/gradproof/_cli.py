@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import os
 import sys
 import traceback
 import uuid
@@ -38,8 +39,9 @@ Check the gradient defined in a Python file against finite differences.
 
 TARGET is path/to/file.py or path/to/file.py:name. Without a name the file must
 define `loss` (loss(params) -> scalar), `params` and `grad` (the gradient, or a
-function grad(params) returning it; `grads` is accepted too). With a name,
-name() must return (loss, params, grad), or a dict with those keys.
+function grad(params) returning it; `grads` is accepted too). With a name
+(dotted, too: file.py:Problem.build), name() must return (loss, params, grad), or
+a dict with those keys. What the file prints goes to stderr: stdout is the report.
 
 exit codes: 0 pass, 1 fail, 2 inconclusive or usage error, so the command can
 be a CI step as it is.
@@ -59,12 +61,17 @@ examples:
   gradproof check path/to/file.py:problem --html report.html
 """
 
+TARGET_RULE = (
+    "a target is a function returning (loss, params, grad) or a dict of them, or a file "
+    "defining `loss`, `params` and `grad`"
+)
+OUTPUTS = {"--json": "report.json", "--html": "report.html", "--plot": "blocks.png"}
+
 
 class UsageError(Exception):
     """The command cannot run as given; the message says why and what to do.
 
-    A misused argument raises :class:`gradproof.InvalidArgument` instead, whose
-    message names the argument, its value, the rule and the fix.
+    A misused argument raises :class:`gradproof.InvalidArgument` (argument, value, rule, fix).
     """
 
 
@@ -85,20 +92,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     from gradproof import __version__
 
+    raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="gradproof",
         description="Proof that a gradient is right, or where and how it is wrong.",
         epilog=MAIN_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=raw,
     )
     parser.add_argument("--version", action="version", version=f"gradproof {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = sub.add_parser(
         "demo",
-        help="check the Gradient Checking notebook's fraud-detection example, "
-        "with its planted bugs and without",
+        help="check the notebook's fraud-detection example, with its planted bugs and without",
         description=DEMO_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=raw,
     )
     demo.set_defaults(run=_demo)
     check = sub.add_parser(
@@ -106,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
         help="check the gradient defined in a Python file (exit 0 pass, 1 fail, 2 other)",
         description=CHECK_HELP,
         epilog=CHECK_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=raw,
     )
     _add_check_arguments(check)
     check.set_defaults(run=_check)
@@ -117,43 +124,28 @@ def _add_check_arguments(check: argparse.ArgumentParser) -> None:
     # Imports numpy: here rather than at the top, so that importing this module stays cheap.
     from gradproof._engine.validate import MODES, SCHEME_NAMES
 
-    check.add_argument("target", metavar="TARGET", help="path/to/file.py or path/to/file.py:name")
-    check.add_argument(
-        "--mode",
-        choices=MODES,
-        help="every coordinate (full), a random sample, or random directions (probe)",
-    )
-    check.add_argument("--eps", type=float, help="one fixed central-difference step, e.g. 1e-7")
-    check.add_argument(
+    add = check.add_argument
+    add("target", metavar="TARGET", help="path/to/file.py or path/to/file.py:name")
+    add("--mode", choices=MODES, help="every coordinate (full), a sample, or directions (probe)")
+    add("--eps", type=float, help="one fixed central-difference step, e.g. 1e-7")
+    add(
         "--tol",
         type=float,
         help="a bound on the relative difference ||grad - numerical|| / (||grad|| + ||numerical||)",
     )
-    check.add_argument(
-        "--scheme",
-        choices=SCHEME_NAMES,
-        help="the finite-difference scheme (default: auto)",
-    )
-    check.add_argument(
-        "--budget", help="stop after this much: seconds ('30s') or loss evaluations ('5000')"
-    )
-    check.add_argument(
-        "--samples", type=int, help="coordinates (sample) or directions (probe) per block"
-    )
-    check.add_argument("--seed", type=int, help="the seed for sampled and probed checks")
-    check.add_argument("--workers", type=int, help="evaluate the loss in this many processes")
-    check.add_argument("--json", metavar="PATH", help="write the report as JSON ('-': stdout)")
-    check.add_argument("--html", metavar="PATH", help="write a self-contained HTML report")
-    check.add_argument(
+    add("--scheme", choices=SCHEME_NAMES, help="the finite-difference scheme (default: auto)")
+    add("--budget", help="stop after this much: seconds ('30s') or loss evaluations ('5000')")
+    add("--samples", type=int, help="coordinates (sample) or directions (probe) per block")
+    add("--seed", type=int, help="the seed for sampled and probed checks")
+    add("--workers", type=int, help="evaluate the loss in this many processes")
+    add("--json", metavar="PATH", help="write the report as JSON ('-': stdout)")
+    add("--html", metavar="PATH", help="write a self-contained HTML report")
+    add(
         "--plot",
         metavar="PATH",
         help="save the per-block chart (.png or .svg) and the scatter beside it (needs matplotlib)",
     )
-    check.add_argument(
-        "--scheduler",
-        metavar="ADDRESS",
-        help="run the loss evaluations on a Dask cluster, e.g. tcp://127.0.0.1:8786",
-    )
+    add("--scheduler", metavar="ADDRESS", help="evaluate on a Dask cluster: tcp://127.0.0.1:8786")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -166,12 +158,11 @@ def _demo(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from gradproof._render.text import print_report
 
-    if args.plot is not None:
-        _validate_plot_path(args.plot)
     _validate_output_paths(args)  # before the check: a long check must not end in "no such folder"
-    loss, params, grad = load_target(args.target)
-    with _dask_executor(args.scheduler) as executor:
-        report = _run_check(loss, params, grad, _options(args, executor))
+    with _user_output_to_stderr():
+        loss, params, grad = load_target(args.target)
+        with _dask_executor(args.scheduler) as executor:
+            report = _run_check(loss, params, grad, _options(args, executor))
     if args.json == "-":
         print(report.to_json())
     else:
@@ -188,17 +179,8 @@ def _check(args: argparse.Namespace) -> int:
 
 def _options(args: argparse.Namespace, executor: Executor | None) -> dict[str, Any]:
     """The options the user gave, and only those: gradproof.check's defaults decide the rest."""
-    given = {
-        "mode": args.mode,
-        "eps": args.eps,
-        "tol": args.tol,
-        "scheme": args.scheme,
-        "budget": args.budget,
-        "samples": args.samples,
-        "seed": args.seed,
-        "workers": args.workers,
-        "executor": executor,
-    }
+    names = ("mode", "eps", "tol", "scheme", "budget", "samples", "seed", "workers")
+    given = {name: getattr(args, name) for name in names} | {"executor": executor}
     return {name: value for name, value in given.items() if value is not None}
 
 
@@ -213,6 +195,28 @@ def _run_check(loss: Any, params: Any, grad: Any, options: dict[str, Any]) -> An
         # The user's own code raised: show where, but keep exit code 1 for "gradient wrong".
         traceback.print_exc()
         raise UsageError(f"the check stopped: {type(error).__name__}: {error}") from error
+
+
+@contextlib.contextmanager
+def _user_output_to_stderr() -> Iterator[None]:
+    """Send what the target prints (at import, in its loss) to stderr: stdout holds the report.
+
+    Its file descriptor too, where it has one: output from C code or a subprocess moves too.
+    """
+    sys.stdout.flush()
+    try:
+        out, saved = sys.stdout.fileno(), os.dup(sys.stdout.fileno())
+        os.dup2(sys.stderr.fileno(), out)
+    except (AttributeError, OSError, ValueError):  # a stream without a descriptor (StringIO)
+        out, saved = -1, None
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stderr.flush()
+        if saved is not None:
+            os.dup2(saved, out)
+            os.close(saved)
 
 
 @contextlib.contextmanager
@@ -236,54 +240,74 @@ def _dask_executor(address: str | None) -> Iterator[Executor | None]:
 def load_target(target: str) -> tuple[Any, Any, Any]:
     """``(loss, params, grad)`` from ``path/to/file.py`` or ``path/to/file.py:name``.
 
+    ``name`` may be dotted (``file.py:Problem.build``): a function of no arguments
+    returning the three (or a dict of them), or the tuple or dict itself.
+
     Raises:
-        InvalidArgument: no such file, no such name, or not the three things needed.
+        InvalidArgument: no such file or attribute, or not the three things needed.
         UsageError: importing the file, or calling the name, raised.
     """
     path_text, name = _split_target(target)
-    path = Path(path_text)
-    if not path.is_file():
+    if not Path(path_text).is_file():
         raise invalid("TARGET", target, f"{path_text} is not a file", "pass path/to/file.py[:name]")
-    module = _import_file(path)
+    module = _import_file(Path(path_text))
     if name is None:
         return _from_namespace(vars(module), f"{path_text} defines", target)
-    if not hasattr(module, name):
-        functions = sorted(
-            k for k, v in vars(module).items() if callable(v) and not k.startswith("_")
-        )
-        raise invalid(
-            "TARGET",
-            target,
-            f"{path_text} defines no {name!r}",
-            "name one of its functions: " + (", ".join(functions) or "(none)"),
-        )
-    found = getattr(module, name)
-    try:
-        result = found() if callable(found) else found
-    except Exception as error:
-        traceback.print_exc()
-        raise UsageError(
-            f"{target}: calling {name}() raised {type(error).__name__}: {error}. Fix: make "
-            f"{name}() run on its own (python -c 'import ...; {name}()')"
-        ) from error
-    if isinstance(result, Mapping):
-        return _from_namespace(result, f"{name}() returned a dict with", target)
+    found = _resolve(module, name, path_text, target)
+    result = _call(found, name, target) if callable(found) else found
+    what = f"{name}() returned" if callable(found) else f"{name} is"
     if isinstance(result, (tuple, list)) and len(result) == 3:
         return result[0], result[1], result[2]
-    raise invalid(
-        "TARGET",
-        target,
-        f"{name}() must return (loss, params, grad) or a dict with those keys, "
-        f"not {type(result).__name__}",
-        "end it with `return loss, params, grad`",
-    )
+    if isinstance(result, Mapping) and {"loss", "params"} & set(result):
+        return _from_namespace(result, f"{what} a dict with", target)
+    fix = f"pass {path_text} alone: it defines `loss`, `params` and `grad`"
+    if not {"loss", "params", "grad"} <= set(vars(module)):
+        fix = "name a function that ends with `return loss, params, grad`"
+    raise invalid("TARGET", target, f"{what} {_describe(result)}; {TARGET_RULE}", fix)
 
 
 def _split_target(target: str) -> tuple[str, str | None]:
+    """``("file.py", "a.b")`` for ``"file.py:a.b"``; a file with a colon in its name is kept."""
     head, sep, tail = target.rpartition(":")
-    if sep and tail.isidentifier() and head:
-        return head, tail
-    return target, None
+    named = sep and head and all(p.isidentifier() for p in tail.split("."))
+    return (head, tail) if named and not Path(target).is_file() else (target, None)
+
+
+def _resolve(module: Any, name: str, path_text: str, target: str) -> Any:
+    """``module.a.b`` for ``name="a.b"``, or an error naming the attribute not found."""
+    found, where = module, path_text
+    for part in name.split("."):
+        if not hasattr(found, part):
+            rule = f"{where} {'defines no' if found is module else 'has no attribute'} {part!r}"
+            names = [k for k in dir(found) if found is not module or callable(vars(module)[k])]
+            listed = ", ".join(sorted(k for k in names if not k.startswith("_"))[:12])
+            raise invalid("TARGET", target, rule, f"name one of: {listed or '(none)'}")
+        found, where = getattr(found, part), f"{where}{':' if found is module else '.'}{part}"
+    return found
+
+
+def _call(found: Any, name: str, target: str) -> Any:
+    """``found()``, where the user's error shows with its traceback and what to do."""
+    try:
+        return found()
+    except Exception as error:
+        traceback.print_exc()
+        raise UsageError(
+            f"{target}: calling {name}() raised {type(error).__name__}: {error}. Fix: name a "
+            "function that takes no arguments and returns (loss, params, grad), and make it run "
+            f"on its own (python -c 'import ...; {name}()')"
+        ) from error
+
+
+def _describe(value: Any) -> str:
+    """``"a dict with keys 'w', 'b'"``, ``"a tuple of 2 items"``, ``"42 (type int)"``."""
+    kind = type(value).__name__
+    if isinstance(value, Mapping):
+        return f"a {kind} with keys {', '.join(map(repr, list(value)[:6]))}"
+    if isinstance(value, (tuple, list)):
+        return f"a {kind} of {len(value)} items"
+    plain = type(value).__repr__ is object.__repr__  # "<... object at 0x...>" says no more
+    return f"an object of type {kind}" if plain else f"{repr(value)[:60]} (type {kind})"
 
 
 def _import_file(path: Path) -> Any:
@@ -307,14 +331,21 @@ def _from_namespace(namespace: Mapping[str, Any], where: str, target: str) -> tu
     grad_key = "grads" if "grads" in namespace and "grad" not in namespace else "grad"
     missing = [k for k in ("loss", "params", grad_key) if k not in namespace]
     if missing:
-        raise invalid(
-            "TARGET",
-            target,
-            f"{where} no {', '.join(repr(k) for k in missing)}",
-            "define `loss`, `params` and `grad`, or a function returning them and pass "
-            "path/to/file.py:name",
-        )
+        rule = f"{where} no {', '.join(repr(k) for k in missing)}"
+        fix = "define `loss`, `params` and `grad`, or pass file.py:name, naming a function "
+        raise invalid("TARGET", target, rule, fix + "that returns them")
     return namespace["loss"], namespace["params"], namespace[grad_key]
+
+
+def _outputs(args: argparse.Namespace) -> list[tuple[str, str, Path]]:
+    """Every file the command writes: (its flag, the path given, the path written)."""
+    given = [("--json", None if args.json == "-" else args.json), ("--html", args.html)]
+    written = [(flag, where, Path(where)) for flag, where in given if where is not None]
+    if args.plot is not None:
+        path = Path(args.plot)
+        scatter = path.with_name(f"{path.stem}-scatter{path.suffix}")
+        written += [("--plot", args.plot, path), ("--plot", args.plot, scatter)]
+    return written
 
 
 def _write_outputs(report: Any, args: argparse.Namespace) -> None:
@@ -327,35 +358,35 @@ def _write_outputs(report: Any, args: argparse.Namespace) -> None:
     if args.plot is not None:
         from gradproof import plot
 
-        path = Path(args.plot)
-        scatter = path.with_name(f"{path.stem}-scatter{path.suffix}")
+        (*_, path), (*_, scatter) = _outputs(args)[-2:]
         plot.blocks(report, path=path)
         plot.scatter(report, path=scatter)
         print(f"wrote {path} and {scatter}", file=sys.stderr)
 
 
 def _validate_output_paths(args: argparse.Namespace) -> None:
-    outputs = [("--json", args.json), ("--html", args.html), ("--plot", args.plot)]
-    for flag, where in outputs:
-        if where in (None, "-"):
-            continue
-        folder = Path(where).resolve().parent
-        if not folder.is_dir():
-            raise invalid(
-                flag,
-                where,
-                f"the folder {str(folder)!r} does not exist",
-                "create it first, or write to an existing folder",
-            )
+    """Every output goes to an existing folder and overwrites neither the target nor another.
 
-
-def _validate_plot_path(plot: str) -> None:
-    if Path(plot).suffix.lower() not in (".png", ".svg"):
-        raise invalid("--plot", plot, "must end in .png or .svg", "pass --plot blocks.png")
-    if importlib.util.find_spec("matplotlib") is None:
-        raise UsageError(
-            "--plot needs matplotlib, which is not installed. Fix: pip install 'gradproof[plot]'"
-        )
+    Paths are compared resolved (``./r.json`` is ``r.json``), and as files where both exist.
+    """
+    if args.plot is not None and Path(args.plot).suffix.lower() not in (".png", ".svg"):
+        raise invalid("--plot", args.plot, "must end in .png or .svg", "pass --plot blocks.png")
+    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("--plot needs matplotlib. Fix: pip install 'gradproof[plot]'")
+    code = "the file being checked: the report would overwrite its code"
+    taken = [(code, Path(_split_target(args.target)[0]))]
+    for flag, where, path in _outputs(args):
+        if not (folder := path.resolve().parent).is_dir():
+            rule = f"the folder {str(folder)!r} does not exist"
+            raise invalid(flag, where, rule, "create it first, or write to an existing folder")
+        for owner, other in taken:
+            if path.resolve() == other.resolve() or (
+                path.exists() and other.exists() and os.path.samefile(path, other)
+            ):
+                rule = "" if path == Path(where) else f"writes {path}, which "  # --plot's scatter
+                fix = f"give {flag} a file of its own, e.g. {flag} {OUTPUTS[flag]}"
+                raise invalid(flag, where, f"{rule}is {owner}", fix)
+        taken.append((f"where {flag} writes: one output would overwrite the other", path))
 
 
 def _console() -> Console:

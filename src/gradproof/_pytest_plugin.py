@@ -16,11 +16,14 @@ In a test::
 
 A failing check fails the test with the text report (verdict, blocks, suspects,
 the worst elements) and no traceback noise. ``--gradproof-html DIR`` also
-writes each failing report as a self-contained HTML page into ``DIR``.
+writes each failing report as a self-contained HTML page into ``DIR``, one file
+per report: a readable form of the test's id and a short hash of the whole id,
+so ``test_x[a/b]``, ``test_x[a?b]`` and ``test_x[a b]`` never share a file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +32,7 @@ from typing import Any
 import pytest
 
 MARKER = "gradcheck"
+READABLE = 80  # characters of the test's id kept in a report's file name
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -60,23 +64,44 @@ def gradcheck(request: pytest.FixtureRequest) -> Callable[..., Any]:
     marker = request.node.get_closest_marker(MARKER)
     defaults: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
     html_dir = request.config.getoption("--gradproof-html")
+    failures = 0  # a test that catches one failure and checks again gets a second file
 
     def run(loss: Any, params: Any, grad: Any, **options: Any) -> Any:
+        nonlocal failures
         from gradproof._engine.check import check
 
         report = check(loss, params, grad, **{**defaults, **options})
         if not report.passed:
             where = ""
             if html_dir is not None:
-                where = f"\nHTML report: {_write_html(report, Path(html_dir), request.node.nodeid)}"
+                failures += 1
+                name = report_file_name(request.node.nodeid, failures)
+                where = f"\nHTML report: {_write_html(report, Path(html_dir) / name)}"
             pytest.fail(f"gradproof: the gradient does not match\n{report}{where}", pytrace=False)
         return report
 
     return run
 
 
-def _write_html(report: Any, folder: Path, nodeid: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / (re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_") + ".html")
+def report_file_name(nodeid: str, count: int = 1) -> str:
+    """The HTML report's file name for the ``count``-th failing check in test ``nodeid``.
+
+    The readable part keeps letters, digits, ``_``, ``.`` and ``-`` and stops at
+    :data:`READABLE` characters; the hash of the whole id keeps ids that read alike apart.
+
+    >>> report_file_name("tests/test_x.py::test_a[a/b]")
+    'tests_test_x.py_test_a_a_b-b571bcae.html'
+    >>> report_file_name("tests/test_x.py::test_a[a?b]")
+    'tests_test_x.py_test_a_a_b-0145ac3e.html'
+    >>> report_file_name("tests/test_x.py::test_a[a/b]", 2)
+    'tests_test_x.py_test_a_a_b-b571bcae-2.html'
+    """
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_.")[:READABLE] or "test"
+    digest = hashlib.sha256(nodeid.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{readable}-{digest}" + (f"-{count}" if count > 1 else "") + ".html"
+
+
+def _write_html(report: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(report.to_html(), encoding="utf-8")
     return path

@@ -1,23 +1,40 @@
-"""A progress bar on stderr: evaluations done, time left, and chunks done on workers.
+"""Progress on stderr: evaluations done, time left, and chunks done on workers.
 
 ``progress=None`` (the default) shows it only when stderr is a terminal and the
 check has already run for about a second, so quick checks and logs stay clean;
-``True`` always shows it (on stderr), ``False`` never. The bar is plain text
-redrawn with a carriage return, at most ten times a second; at the end its final
-state stays, on a line of its own.
+``True`` always shows it (on stderr), ``False`` never.
+
+On a terminal it is a bar redrawn in place with a carriage return, at most ten
+times a second; at the end its final state stays, on a line of its own. Anywhere
+else (a CI log, a file, a pipe) a carriage return would pile every frame onto one
+long line, so it writes a few plain lines instead: one at the start, one at about
+every tenth of the work or every few seconds, and one at the end.
+
+The counts are true. While the check sets up (the loss at the base point, its
+determinism and noise) there is no total yet, and the bar says "setting up"
+rather than claiming to be done. Once the engine's estimate of the total is
+passed (probe mode's bisection, a coordinate that needs refining, the closing
+determinism test), the total shown is an estimate marked ``~`` that grows with
+the count, never one pinned at the count done.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from gradproof._errors import invalid
 
 DELAY = 1.0  # seconds before an automatic bar appears
-REFRESH = 0.1  # seconds between redraws
+REFRESH = 0.1  # seconds between redraws on a terminal
+LOG_EVERY = 5.0  # seconds between plain lines off a terminal, however slow the work
+LOG_STEPS = 10  # off a terminal, a line at every tenth of the work
+OVERRUN = 0.1  # past the engine's estimate, assume about this share more is still to come
 WIDTH = 24
+CLOCK: Callable[[], float] = time.perf_counter  # tests freeze it for exact output
 
 
 def validate_progress(progress: Any) -> None:
@@ -32,17 +49,22 @@ def validate_progress(progress: Any) -> None:
 
 
 class Progress:
-    """Counts loss evaluations against a (possibly changing) total and draws the bar.
+    """Counts loss evaluations against a (possibly changing) total and shows them.
+
+    The engine sets :attr:`total` when it knows how much work a mode will do,
+    and reports each evaluation through :meth:`advance`.
 
     >>> import io
     >>> stream = io.StringIO()
-    >>> bar = Progress(True, stream=stream)
+    >>> seconds = iter([0.0, 2.0, 3.0])  # the clock at start, at advance, at close
+    >>> bar = Progress(True, stream=stream, clock=seconds.__next__)
     >>> bar.total = 10
     >>> bar.advance(5); bar.close()
-    >>> "5/10 evaluations" in stream.getvalue()
-    True
+    >>> print(stream.getvalue(), end="")  # not a terminal: plain lines, no carriage return
+    gradproof [############............] 5/10 evaluations, 2 s left
+    gradproof [########################] done: 5 evaluations in 3.0 s
 
-    With ``workers=`` or ``executor=`` (a Dask cluster, say) the bar also counts
+    With ``workers=`` or ``executor=`` (a Dask cluster, say) it also counts
     the chunks of coordinates the workers have sent back:
 
     >>> stream = io.StringIO()
@@ -53,18 +75,28 @@ class Progress:
     True
     """
 
-    def __init__(self, progress: bool | None, stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        progress: bool | None,
+        stream: TextIO | None = None,
+        *,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.mode = progress
-        self.enabled = progress is True or (progress is None and _is_tty(self.stream))
-        self.started = time.perf_counter()
+        self.terminal = _is_tty(self.stream)
+        self.enabled = progress is True or (progress is None and self.terminal)
+        self.clock = clock if clock is not None else CLOCK
+        self.started = self.clock()
         self.done = 0
-        self.total = 0
+        self.total = 0  # 0 while setting up: the modes set it when they know their work
         self.label = "gradproof"
         self.chunks_done = 0
         self.chunks_total = 0
-        self._drawn = False
-        self._last = 0.0
+        self._shown = False  # anything written yet (close writes the end only then)
+        self._last = 0.0  # when the last frame or line was written
+        self._step = -1  # off a terminal: the last tenth of the work a line reported
+        self._width = 0  # on a terminal: the longest frame, so a shorter one erases it
 
     def chunks_sent(self, count: int) -> None:
         """``count`` more chunks of coordinates went out to workers."""
@@ -76,37 +108,80 @@ class Progress:
         self.chunks_done += int(chunk)
         if not self.enabled:
             return
-        now = time.perf_counter()
+        now = self.clock()
         if self.mode is None and now - self.started < DELAY:
             return
-        if self._drawn and now - self._last < REFRESH and self.done < self.total:
+        if self.terminal:
+            if not self._shown or now - self._last >= REFRESH:
+                self._frame(self.describe(now), now)
             return
-        self._last = now
-        self._draw(now)
+        total = self.shown_total()
+        step = math.floor(LOG_STEPS * self.done / total) if total else -1
+        if not self._shown or step > self._step or now - self._last >= LOG_EVERY:
+            self._step = max(step, self._step)
+            self._line(self.describe(now), now)
 
-    def _draw(self, now: float) -> None:
-        total = max(self.total, self.done)
-        fraction = self.done / total if total else 0.0
+    def shown_total(self) -> int | None:
+        """The total to show: None while setting up; past the engine's, a growing estimate."""
+        if self.total <= 0:
+            return None
+        if self.done < self.total:
+            return self.total
+        return self.done + max(1, math.ceil(OVERRUN * self.done))
+
+    def describe(self, now: float) -> str:
+        """The progress so far in one line, without a carriage return."""
+        total = self.shown_total()
+        if total is None:
+            noun = "evaluation" if self.done == 1 else "evaluations"
+            return f"{self.label} [{'.' * WIDTH}] {self.done} {noun}, setting up{self._chunks()}"
+        fraction = self.done / total
         filled = round(WIDTH * fraction)
         elapsed = now - self.started
-        left = elapsed * (1 - fraction) / fraction if fraction > 0 else float("nan")
-        eta = f"{left:.0f} s left" if left == left else "estimating"
-        line = (
-            f"\r{self.label} [{'#' * filled}{'.' * (WIDTH - filled)}] "
-            f"{self.done}/{total} evaluations, {eta} "
+        eta = _time_left(elapsed * (1 - fraction) / fraction) if fraction > 0 else "estimating"
+        shown = f"~{total}" if total != self.total else str(total)
+        return (
+            f"{self.label} [{'#' * filled}{'.' * (WIDTH - filled)}] "
+            f"{self.done}/{shown} evaluations, {eta}{self._chunks()}"
         )
-        if self.chunks_total:
-            line = line[:-1] + f", {self.chunks_done}/{self.chunks_total} chunks from workers "
-        self.stream.write(line)
-        self.stream.flush()
-        self._drawn = True
 
     def close(self) -> None:
-        if self._drawn:
-            self._draw(time.perf_counter())
+        """The final count and time, on a line of its own; nothing if nothing was shown."""
+        if not self._shown:
+            return
+        now = self.clock()
+        noun = "evaluation" if self.done == 1 else "evaluations"
+        text = (
+            f"{self.label} [{'#' * WIDTH}] done: {self.done} {noun} "
+            f"in {now - self.started:.1f} s{self._chunks()}"
+        )
+        if self.terminal:
+            self._frame(text, now)
             self.stream.write("\n")
-            self.stream.flush()
-            self._drawn = False
+        else:
+            self._line(text, now)
+        self.stream.flush()
+        self._shown = False
+
+    def _chunks(self) -> str:
+        if not self.chunks_total:
+            return ""
+        return f", {self.chunks_done}/{self.chunks_total} chunks from workers"
+
+    def _frame(self, text: str, now: float) -> None:
+        self._width = max(self._width, len(text))
+        self.stream.write("\r" + text.ljust(self._width))
+        self.stream.flush()
+        self._shown, self._last = True, now
+
+    def _line(self, text: str, now: float) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+        self._shown, self._last = True, now
+
+
+def _time_left(seconds: float) -> str:
+    return "under 1 s left" if seconds < 1 else f"{seconds:.0f} s left"
 
 
 def _is_tty(stream: Any) -> bool:

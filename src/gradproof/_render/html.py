@@ -2,7 +2,9 @@
 
 Every piece of user text (block names, notes, diagnoses) is escaped, and plots
 are inlined as ``data:`` images, so the page can neither run code nor fetch
-anything.
+anything. Control characters are shown as escapes first (``\n``, ``\x1b``), as in
+the text report: a browser would fold ``"a\nb"`` into ``"a b"`` and drop the rest,
+and two different names must not look alike.
 
 >>> from gradproof._report import BlockResult, Report
 >>> block = BlockResult(name="<b>", shape=(1,), status="pass", difference=0.0, scale=1.0,
@@ -30,9 +32,7 @@ from gradproof._render.words import (
     ELEMENT_COLUMNS,
     GREEN,
     INK,
-    NOTE,
     RED,
-    SUSPECTS,
     TITLE,
     VERDICT,
     counts_text,
@@ -41,9 +41,12 @@ from gradproof._render.words import (
     element_text,
     explanations,
     index_text,
+    note_text,
+    printable,
     scale_text,
     shape_text,
     status_text,
+    suspects_text,
     worst_elements,
 )
 
@@ -93,7 +96,7 @@ def render_html(report: Report, *, plots: bool = True, full_page: bool = True) -
         f"<p>{e(counts_text(report))}</p>",
         *_suspects(report),
         *_worst(report),
-        *(f'<p class="note">{e(NOTE + note)}</p>' for note in report.notes),
+        *(f'<p class="note">{e(note_text(note))}</p>' for note in report.notes),
         f'<p class="muted coverage">{e(covered(report))}</p>',
     ]
     if plots:
@@ -118,7 +121,7 @@ def _blocks_table(report: Report) -> str:
     e = html.escape
     rows = [
         "<tr>"
-        f'<td class="name">{e(b.name)}</td><td>{shape_text(b.shape)}</td>'
+        f'<td class="name">{e(printable(b.name))}</td><td>{shape_text(b.shape)}</td>'
         f"<td>{b.difference:.2e}</td><td>{scale_text(b)}</td>"
         f"<td>{b.max_abs_error:.2e}</td><td>{index_text(b.worst_index)}</td>"
         f'<td class="status {b.status}">{e(status_text(b))}</td>'
@@ -136,7 +139,7 @@ def _suspects(report: Report) -> list[str]:
     e = html.escape
     out = []
     if report.suspects:
-        out.append(f"<h2>{e(SUSPECTS + ', '.join(report.suspects))}</h2>")
+        out.append(f"<h2>{e(suspects_text(report))}</h2>")
     lines = explanations(report)
     if lines:
         out.append("<ul>" + "".join(f"<li>{e(line)}</li>" for line in lines) + "</ul>")

@@ -1,7 +1,10 @@
 """The text report: a verdict line, the per-block table, suspects and diagnoses.
 
 Rendered with rich: a real table, colour on a terminal, plain text when piped or
-when turned into a string (``str(report)`` is always plain and fixed-width).
+when turned into a string (``str(report)`` is always plain and fixed-width). Every
+name that came from the user is shown through :func:`~gradproof._render.words.printable`,
+so a control character in a block name reaches the terminal as ``\x1b``, never as
+the character itself.
 
 >>> from gradproof._report import BlockResult, ElementResult, Report
 >>> block = BlockResult(name="w", shape=(2,), status="pass", difference=1e-9, scale=1.0,
@@ -31,8 +34,6 @@ from rich.text import Text
 from gradproof._render.words import (
     BLOCK_COLUMNS,
     ELEMENT_COLUMNS,
-    NOTE,
-    SUSPECTS,
     TERMINAL_STYLE,
     TITLE,
     VERDICT,
@@ -42,10 +43,13 @@ from gradproof._render.words import (
     element_text,
     explanations,
     index_text,
+    note_text,
+    printable,
     rule_of_thumb_caveat,
     scale_text,
     shape_text,
     status_text,
+    suspects_text,
     worst_elements,
 )
 
@@ -87,7 +91,7 @@ def renderable(report: Report) -> RenderableType:
     """The whole report as one rich renderable (verdict first, coverage last)."""
     parts: list[RenderableType] = [_verdict(report), _table(report), Text(counts_text(report))]
     if report.suspects:
-        parts.append(Text(SUSPECTS + ", ".join(report.suspects), style="bold"))
+        parts.append(Text(suspects_text(report), style="bold"))
     details = _details(report)
     if details is not None:
         parts.append(details)
@@ -95,7 +99,7 @@ def renderable(report: Report) -> RenderableType:
     if worst is not None:
         parts.append(worst)
     for note in report.notes:
-        parts.append(Text(NOTE + note))
+        parts.append(Text(note_text(note)))
     parts.append(Text(covered(report), style="dim"))
     return Group(*parts)
 
@@ -117,7 +121,7 @@ def _table(report: Report) -> Table:
         table.add_column(column, justify="right" if numeric else "left")
     for block in report.blocks.values():
         table.add_row(
-            Text(block.name),
+            Text(printable(block.name)),
             shape_text(block.shape),
             f"{block.difference:.2e}",
             scale_text(block),

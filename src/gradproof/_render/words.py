@@ -17,6 +17,7 @@ or more means worry.
 from __future__ import annotations
 
 import math
+import unicodedata
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
@@ -96,6 +97,48 @@ def difference_text(report: Report) -> str:
     return f"difference {report.difference:.3e} ({bound(report)}; {band(report.difference)})"
 
 
+# -------------------------------------------------------------- user text
+
+# Characters that move the cursor, clear the screen, end a line, reorder text or cannot be
+# encoded: control (Cc), format (Cf: bidi overrides, zero-width), surrogate (Cs), line and
+# paragraph separators (Zl, Zp).
+UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    r"""``text`` safe to show: control characters as escapes, as Python writes them.
+
+    Block names, notes and diagnoses come from the user's parameter structure; a name
+    holding ``"\x1b[2J"`` would clear the terminal and ``"a\nb"`` would break the
+    table. Backslashes are doubled, so that an escaped control character and the same
+    characters typed literally stay different names.
+
+    >>> print(printable("W\x1b[2J"), printable("a\nb"), printable("a\\nb"), printable("\r"))
+    W\x1b[2J a\nb a\\nb \r
+    >>> printable("layer2.weight")
+    'layer2.weight'
+    """
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(_escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    if char in ESCAPES:
+        return ESCAPES[char]
+    if unicodedata.category(char) not in UNSAFE_CATEGORIES:
+        return char
+    code = ord(char)
+    return (
+        f"\\x{code:02x}"
+        if code < 0x100
+        else f"\\u{code:04x}"
+        if code < 0x10000
+        else f"\\U{code:08x}"
+    )
+
+
 # ------------------------------------------------------------------- tables
 
 BLOCK_COLUMNS = ("block", "shape", "difference", "scale", "max |error|", "worst at", "status")
@@ -121,8 +164,18 @@ def scale_text(block: BlockResult) -> str:
 
 
 def element_text(element: ElementResult) -> str:
-    """``"W2[2, 0]"``, with its note (``"near a kink"``) where it has one."""
-    return element.label + (f" ({element.note})" if element.note else "")
+    """``"W2[2, 0]"``, with its note (``"near a kink"``) where it has one; :func:`printable`."""
+    return printable(element.label + (f" ({element.note})" if element.note else ""))
+
+
+def suspects_text(report: Report) -> str:
+    """The suspects line: :data:`SUSPECTS` and the suspect blocks' names, :func:`printable`."""
+    return SUSPECTS + ", ".join(printable(name) for name in report.suspects)
+
+
+def note_text(note: str) -> str:
+    """``"note: ..."``, :func:`printable`."""
+    return NOTE + printable(note)
 
 
 def status_text(block: BlockResult) -> str:
@@ -154,7 +207,10 @@ def _plural(n: int, noun: str) -> str:
 
 
 def explanations(report: Report) -> list[str]:
-    """One sentence per suspect (its diagnosis) and per inconclusive block (its reason)."""
+    """One sentence per suspect (its diagnosis) and per inconclusive block (its reason).
+
+    The sentences name the blocks, so each is :func:`printable`.
+    """
     lines = []
     for name in report.suspects:
         block = report.blocks[name]
@@ -165,7 +221,7 @@ def explanations(report: Report) -> list[str]:
     for block in report.blocks.values():
         if block.status == "inconclusive":
             lines.append(f"{block.name}: inconclusive: {block.reason}")
-    return lines
+    return [printable(line) for line in lines]
 
 
 def worst_elements(report: Report) -> list[ElementResult]:
@@ -193,4 +249,4 @@ def covered(report: Report) -> str:
     )
     if report.miss_probability is not None:
         text += f"; chance a bug this size went unseen: {report.miss_probability:.1e}"
-    return text
+    return printable(text)
