@@ -249,4 +249,16 @@ def covered(report: Report) -> str:
     )
     if report.miss_probability is not None:
         text += f"; chance a bug this size went unseen: {report.miss_probability:.1e}"
-    return printable(text)
+    return printable(text + proves(report))
+
+
+def proves(report: Report) -> str:
+    """What a pass proves in this precision, from the coarsest block's ``detectable``."""
+    limits = [(b.detectable, b.name) for b in report.blocks.values() if b.detectable is not None]
+    if report.status != "pass" or not limits:
+        return ""
+    worst, name = max(limits)
+    return (
+        f"; a pass proves every element right to {worst:.0e} of its block's largest "
+        f"gradient element ({name}'s bound, the loosest)"
+    )
