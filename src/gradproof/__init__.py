@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         GradproofError,
         InvalidArgument,
         NondeterministicLossError,
+        WorkerError,
     )
     from gradproof._report import BlockResult, Diagnosis, ElementResult, Report
 
@@ -31,6 +32,7 @@ _HOME = {
     "InvalidArgument": "_errors",
     "GradcheckError": "_errors",
     "NondeterministicLossError": "_errors",
+    "WorkerError": "_errors",
     "BlockResult": "_report",
     "Diagnosis": "_report",
     "ElementResult": "_report",
@@ -68,6 +70,7 @@ __all__ = [
     "Report",
     "SweepResult",
     "TaylorResult",
+    "WorkerError",
     "__version__",
     "assert_gradients_match",
     "check",

@@ -38,9 +38,41 @@ class NondeterministicLossError(GradproofError, RuntimeError):
     """The loss returned different values for the same parameters."""
 
 
+class WorkerError(GradproofError, RuntimeError):
+    """An evaluation of the loss did not finish: its worker process died, or it ran
+    past ``timeout=`` or far past the end of the budget.
+
+    The message names the points being evaluated, the cause and what to try.
+
+    Attributes:
+        cause: what happened, in a few words ("exit code 3", "signal SIGSEGV",
+            "timeout", "budget").
+        coordinates: the coordinates being evaluated, as (block name, element index).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        cause: str = "",
+        coordinates: tuple[tuple[str, tuple[int, ...]], ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.coordinates = coordinates
+
+    def __reduce__(self) -> Any:
+        return type(self), (str(self), self.cause, self.coordinates)
+
+
 # Shown by their public names (`gradproof.GradcheckError` in a pytest failure), not by
 # the private module they live in.
-for _public in (GradproofError, InvalidArgument, GradcheckError, NondeterministicLossError):
+for _public in (
+    GradproofError,
+    InvalidArgument,
+    GradcheckError,
+    NondeterministicLossError,
+    WorkerError,
+):
     _public.__module__ = "gradproof"
 
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from gradproof._engine.blocks import apply_tol, overall_status, suspects
-from gradproof._engine.budget import Budget
+from gradproof._engine.budget import Budget, Limits
 from gradproof._engine.context import Context, ModeResult
 from gradproof._engine.coordinates import coordinate_mode
 from gradproof._engine.evaluate import Evaluator
@@ -60,6 +60,7 @@ def check(
     workers: int | None = None,
     executor: Executor | None = None,
     progress: bool | None = None,
+    timeout: float | None = None,
 ) -> Report:
     """Check ``grad`` against the numerical derivative of ``loss`` at ``params``.
 
@@ -108,6 +109,10 @@ def check(
             ``ThreadPoolExecutor`` needs no pickling, but a thread-safe loss).
         progress: a bar on stderr (None: on a terminal, for checks longer than
             about a second; True: always; False: never).
+        timeout: seconds one call of the loss may take (with ``batched=True``, one
+            batch). A call on a worker is ended when it runs over; a call in this
+            process cannot be interrupted, and raises once it returns. See
+            docs/guarantees.md.
 
     Returns:
         A frozen :class:`Report`.
@@ -115,6 +120,8 @@ def check(
     Raises:
         InvalidArgument: misuse (the message names the argument and the fix).
         NondeterministicLossError: the loss changes between identical calls.
+        WorkerError: a worker process died, or a call ran past ``timeout`` or far
+            past the budget.
 
     >>> import numpy as np, gradproof
     >>> report = gradproof.check(lambda p: np.sum(p ** 2), np.array([1.0, -2.0]),
@@ -128,12 +135,14 @@ def check(
     started = time.perf_counter()
     _validate(loss, eps, tol, noise, scheme, batched, mode, samples, seed, workers, executor)
     validate_progress(progress)
+    validate_positive("timeout", timeout, "pass seconds per call such as timeout=60.0, or None")
     limit = Budget.parse(budget, reserved=1)  # one evaluation for the closing determinism test
     layout, theta = flatten(params)
     bar = Progress(progress)
     pool = None
     try:
-        local = Evaluator(loss, layout, theta, batched=batched, progress=bar)
+        limits = Limits(timeout=timeout, budget=limit)
+        local = Evaluator(loss, layout, theta, batched=batched, progress=bar, limits=limits)
         # The loss before the gradient function runs: a backward that writes into data
         # the loss reads is caught by comparing it with the values after (noise.py).
         before = local.value() if calls_gradient(grad) else None

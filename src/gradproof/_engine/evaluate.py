@@ -5,6 +5,10 @@ evaluation shifts a few of its coordinates, builds a fresh structure of
 read-only views (so a loss cannot write into the check's state, let alone the
 caller's arrays), calls the loss and puts the coordinates back, also when the
 loss raises.
+
+Each call is timed: here, one that ran past ``timeout=`` or far past the budget
+raises :class:`WorkerError` once it returns (Python cannot portably interrupt code
+in the same thread); on a worker, the parent watches it run (``parallel.py``).
 """
 
 from __future__ import annotations
@@ -19,13 +23,26 @@ from typing import Any
 
 import numpy as np
 
+from gradproof._engine.budget import SERIAL_FIX, Limits
 from gradproof._engine.tree import Layout
-from gradproof._errors import invalid
+from gradproof._errors import WorkerError, invalid
 
 Loss = Callable[[Any], Any]
 # Parameter sets per batched call: a bound on the loss's own memory for the batch
 # (its activations grow with K), and small enough to stay in cache.
 ROW_CAP = 1024
+
+
+def worker_error(
+    layout: Layout, what: str, cause: str, points: list[Any], fix: str, shown: int = 4
+) -> WorkerError:
+    """A WorkerError that reads: <what>, at <the first ``shown`` points>. Fix: <fix>."""
+    named = [_describe(layout, point) for point in points[:shown]]
+    if len(points) > shown:
+        named.append(f"{len(points) - shown} more")
+    where = ", ".join(named) if named else "points it was given"
+    coordinates = tuple(_coordinate(layout, int(p[0])) for p in points if isinstance(p, tuple))
+    return WorkerError(f"{what}, at {where}. Fix: {fix}.", cause, coordinates)
 
 
 @dataclass
@@ -43,6 +60,8 @@ class Evaluator:
     pool: Any = None  # a gradproof._engine.parallel.Pool, or None: evaluate here
     progress: Any = None  # a gradproof._engine.progress.Progress, or None
     seconds: float = 0.0  # time spent inside the loss, for budgets and chunk sizes
+    limits: Limits = field(default_factory=Limits)  # how long one call of the loss may run
+    watch: Any = None  # on a worker process: told what is being evaluated (budget.Watch)
 
     def with_pool(self, pool: Any) -> Evaluator:
         """This evaluator (its counts and timings kept) sending coordinates to ``pool``."""
@@ -64,9 +83,16 @@ class Evaluator:
         """
         n, k = offsets.shape
         out = np.empty((n, k), dtype=np.complex128 if np.iscomplexobj(offsets) else np.float64)
-        if self.pool is not None and n > 1:
+        if self.pool is not None and n > 0:  # even one: a crash or hang there is isolated
             started = time.perf_counter()
-            values = self.pool.coordinates(indices, offsets, self._advance, self.progress)
+            values = self.pool.coordinates(
+                indices,
+                offsets,
+                self._advance,
+                self.progress,
+                limits=self.limits,
+                typical=self.seconds_per_evaluation,
+            )
             self.seconds += time.perf_counter() - started
             self._note_dtype(values)
             out[...] = values
@@ -166,20 +192,38 @@ class Evaluator:
             cols = flat_index[lo:hi]
             points[rows, cols] += flat_offset[lo:hi]
             try:
-                results[lo:hi] = self._call_batch(points[: hi - lo])
+                where = (int(cols[0]), flat_offset[lo], hi - lo)
+                results[lo:hi] = self._call_batch(points[: hi - lo], where)
             finally:
                 points[rows, cols] = self.theta[cols]
         return results.reshape(n, k)
 
     def _call(self, flat: np.ndarray, where: Any, eps_sets_steps: bool = True) -> Any:
         if self.batched:  # a batched loss takes every point with a leading axis
-            return self._scalar(self._call_batch(flat[None, :])[0], where, eps_sets_steps)
-        structure = self.layout.build(flat)
-        started = time.perf_counter()
-        value = call_loss(self.loss, structure)
-        self.seconds += time.perf_counter() - started
-        self._advance(1)
+            return self._scalar(self._call_batch(flat[None, :], where)[0], where, eps_sets_steps)
+        value = self._timed(self.layout.build(flat), where, 1)
         return self._scalar(value, where, eps_sets_steps)
+
+    def _timed(self, structure: Any, where: Any, count: int) -> Any:
+        """The loss at ``structure`` (``count`` points), timed, counted and watched."""
+        typical = self.seconds_per_evaluation
+        if self.watch is not None:
+            self.watch.begin(where, count)
+        started = time.perf_counter()
+        try:
+            value = call_loss(self.loss, structure)
+        finally:
+            if self.watch is not None:
+                self.watch.end()
+        elapsed = time.perf_counter() - started
+        self.seconds += elapsed
+        self._advance(count)
+        cause = self.limits.overrun(elapsed, typical * count)
+        if cause is not None:  # too late to stop it, but not to say so
+            what = f"The loss {cause}, in this process (where a call cannot be interrupted)"
+            kind = "timeout" if "timeout" in cause else "budget"
+            raise worker_error(self.layout, what, kind, [where], SERIAL_FIX)
+        return value
 
     def _advance(self, evaluations: int, chunk: bool = False) -> None:
         self.evaluations += evaluations
@@ -190,12 +234,9 @@ class Evaluator:
         if self.output_dtype is None:
             self.output_dtype = values.dtype if values.dtype.kind in "fc" else np.dtype(np.float64)
 
-    def _call_batch(self, points: np.ndarray) -> np.ndarray:
+    def _call_batch(self, points: np.ndarray, where: Any = "a batched evaluation") -> np.ndarray:
         structure = self.layout.build(points, batch=points.shape[0])
-        started = time.perf_counter()
-        values = np.asarray(_to_numpy(call_loss(self.loss, structure)))
-        self.seconds += time.perf_counter() - started
-        self._advance(points.shape[0])
+        values = np.asarray(_to_numpy(self._timed(structure, where, points.shape[0])))
         if values.shape != (points.shape[0],):
             raise invalid(
                 "loss",
@@ -246,6 +287,13 @@ def evaluate_offsets(
     if not is_complex:
         return evaluator.coordinates(indices, offsets)
     fix = "use scheme='richardson' (the default), which needs only real arithmetic"
+    if any(b.is_complex for b in evaluator.layout.blocks):
+        raise invalid(
+            "scheme",
+            "complex",
+            "cannot step complex parameters: the complex step needs the imaginary part for itself",
+            fix,
+        )
     try:
         with warnings.catch_warnings():
             # float(z) of a complex z drops the imaginary part with only a warning
@@ -326,10 +374,18 @@ def _to_numpy(value: Any) -> Any:
     return value
 
 
+def _coordinate(layout: Layout, index: int) -> tuple[str, tuple[int, ...]]:
+    block = layout.block_of(index)
+    return block.name, tuple(block.unravel(index - block.start))
+
+
 def _describe(layout: Layout, where: Any) -> str:
+    """A point in words (``W[1, 0] shifted by 1e-06``; ``W[1, 0]`` for a coordinate)."""
     if isinstance(where, tuple):
-        index, offset = where
-        block = layout.block_of(index)
-        element = block.unravel(index - block.start)
-        return f"{block.name}{list(element)} shifted by {offset}"
+        index, *rest = where  # (index, [offset, [count]])
+        name, element = _coordinate(layout, int(index))
+        text = f"{name}{list(element)}" + (f" shifted by {rest[0]:+.3g}" if rest else "")
+        if len(rest) > 1 and rest[1] > 1:
+            text += f" (the first of a batch of {rest[1]} points)"
+        return text
     return str(where)

@@ -19,7 +19,10 @@ three things and nothing else:
 - **Nothing else changes.** Results come back through the same futures, so a
   worker lost mid-check is handled by Dask (it recomputes the lost tasks on the
   workers that remain) and an exception raised by the loss on a worker reaches
-  the caller with the worker's traceback.
+  the caller with the worker's traceback. A task that kills every worker it runs
+  on ends, after Dask's allowed failures, in ``KilledWorker``, which the adapter
+  lists as a fault (``faults``): the check raises ``WorkerError`` naming its
+  coordinates.
 
 The cost model, per check: ``len(payload)`` bytes to the scheduler and to each
 worker once (again to a worker after a pause of a few seconds between rounds of
@@ -99,6 +102,11 @@ class DaskExecutor(Executor):
         self.payload = payload
         self.shipped: Any = None  # a distributed.Future of the payload (see _hold)
         self.seconds_per_evaluation: float | None = None
+        from distributed import KilledWorker
+
+        # A task whose loss kills every worker that runs it: Dask gives up on it after
+        # `distributed.scheduler.allowed-failures` tries; the Pool names its coordinates.
+        self.faults = (KilledWorker,)
 
     @property
     def threads(self) -> int:
