@@ -232,7 +232,8 @@ def test_full_jacobian_names_the_output_element():
     with pytest.raises(gt.GradcheckError) as caught:
         gt.gradcheck(mul_twice, (x, y), full_jacobian=True)
     message = str(caught.value)
-    assert "output 0[0]" in message and "3 of 3 checks failed" in message
+    assert "output 0[0]" in message
+    assert "3 of 4 checks failed" in message  # 3 output elements, and undefined grads
     # output element 0 depends on x[0] only: the other elements of x are right there
     assert caught.value.report.blocks["x"].wrong_elements == ((0,),)
 
@@ -314,7 +315,7 @@ def test_the_rule_is_checked_on_each_jacobian_element():
     # a transposed gradient is right on the diagonal only
     assert sorted(block.wrong_elements) == [(i, j) for i in range(3) for j in range(3) if i != j]
     assert all(e.note.startswith("Jacobian of output 0[") for e in block.worst)
-    assert "2 of 2 checks failed" in str(caught.value)  # the projection fails too
+    assert "2 of 3 checks failed" in str(caught.value)  # the projection fails too
     assert caught.value.report.blocks["b"].passed
 
 
@@ -413,7 +414,11 @@ def test_inputs_that_do_not_require_grad_pass_through():
     [
         ({"projections": 0}, "`projections`=0"),
         ({"dtype": "half"}, "`dtype`='half'"),
-        ({"nondet_tol": 0.1}, "`nondet_tol`=0.1"),
+        ({"nondet_tol": -0.1}, "`nondet_tol`=-0.1"),
+        ({"check_forward_ad": 1}, "`check_forward_ad`=1"),
+        ({"masked": "no"}, "`masked`='no'"),
+        ({"check_backward_ad": False}, "`check_backward_ad`=False"),
+        ({"check_batched_forward_grad": True}, "`check_batched_forward_grad`=True"),
         ({"atol": -1.0}, "`atol`=-1.0"),
         ({"fast_mode": "yes"}, "`fast_mode`='yes'"),
     ],
@@ -533,8 +538,22 @@ def _two_outputs(x, w):
         {"atol": 1e-5, "rtol": 1e-3},
         {"dtype": "native"},
         {"batched": False},
+        {"check_forward_ad": True, "check_batched_forward_grad": True},
+        {"check_batched_grad": True, "check_grad_dtypes": True},
+        {"check_forward_ad": True, "atol": 1e-5, "rtol": 1e-3, "nondet_tol": 1e-12},
     ],
-    ids=["projection", "projections", "full_jacobian", "fast_mode", "torch_rule", "native", "loop"],
+    ids=[
+        "projection",
+        "projections",
+        "full_jacobian",
+        "fast_mode",
+        "torch_rule",
+        "native",
+        "loop",
+        "forward",
+        "batched_grad",
+        "forward_rule",
+    ],
 )
 def test_nothing_gradcheck_builds_lands_on_the_default_device(options):
     x = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
@@ -542,6 +561,14 @@ def test_nothing_gradcheck_builds_lands_on_the_default_device(options):
     with torch.device("meta"):
         assert gt.gradcheck(_two_outputs, (x, w), **options) is True
     assert x.device.type == w.device.type == "cpu"
+
+
+def test_nothing_gradgradcheck_builds_lands_on_the_default_device():
+    x = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    with torch.device("meta"):
+        assert gt.gradgradcheck(_two_outputs, (x, w), gen_non_contig_grad_outputs=True) is True
+        assert gt.gradgradcheck(_two_outputs, (x, w), check_batched_grad=True) is True
 
 
 def test_a_wrong_backward_fails_as_a_wrong_backward_on_any_default_device():

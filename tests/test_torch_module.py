@@ -235,6 +235,8 @@ def test_eval_mode_does_not_warn(data):
         (("model",), {}, "`model`="),
         ((), {"dtype": "half"}, "`dtype`='half'"),
         ((), {"batched": "yes"}, "`batched`='yes'"),
+        ((), {"wrt": "input"}, "`wrt`='input'"),
+        ((), {"wrt": None}, "`wrt`=None"),
     ],
 )
 def test_bad_arguments_name_argument_and_fix(data, args, options, argument):
@@ -548,3 +550,83 @@ def test_a_post_accumulate_grad_hook_that_scales_grad_in_place_fails(data):
     report = gt.check_module(model, F.mse_loss, *data)
     assert report.suspects == ("2.bias",)
     assert report.blocks["2.bias"].diagnosis.kind == "sign"
+
+
+# ------------------------------------------------------------------ wrt="inputs"
+
+
+class InputGradFn(torch.autograd.Function):
+    """x @ w.T with a right weight gradient and an input gradient doubled."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        return x @ w.T
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        return 2 * (g @ w), g.T @ x
+
+
+class WrongInputGrad(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(3, 5) / 5**0.5)
+
+    def forward(self, x):
+        return torch.tanh(InputGradFn.apply(x, self.weight))
+
+
+def test_a_wrong_input_gradient_passes_the_parameters_and_fails_wrt_inputs():
+    torch.manual_seed(0)
+    model, (x, _) = WrongInputGrad(), _data()
+    y = torch.randn(16, 3)
+    assert gt.check_module(model, F.mse_loss, x, y).passed  # dW is right
+    report = gt.check_module(model, F.mse_loss, x, y, wrt="inputs")
+    assert list(report.blocks) == ["batch[0]", "batch[1]"]
+    assert report.suspects == ("batch[0]",) and report.blocks["batch[1]"].passed
+    block = report.blocks["batch[0]"]
+    assert block.diagnosis.kind == "scale" and block.scale == pytest.approx(2.0, rel=1e-6)
+    assert "batch[0][" in str(report)
+    both = gt.check_module(model, F.mse_loss, x, y, wrt="all", batched=False)
+    assert list(both.blocks) == ["weight", "batch[0]", "batch[1]"]
+    assert both.suspects == ("batch[0]",) and both.blocks["weight"].passed
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_wrt_inputs_passes_a_plain_model_and_leaves_the_batch_alone(data, batched):
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    x, y = data
+    before = (x.clone(), y.clone())
+    report = gt.check_module(model, F.mse_loss, x, y, wrt="inputs", batched=batched)
+    assert report.passed and list(report.blocks) == ["batch[0]", "batch[1]"]
+    assert torch.equal(x, before[0]) and torch.equal(y, before[1])
+    assert not x.requires_grad and x.grad is None
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_wrt_inputs_names_tuples_and_skips_integer_tensors():
+    class TwoInputs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(10, 3)
+
+        def forward(self, ids, scale):
+            return self.embed(ids).sum(1) * scale
+
+    torch.manual_seed(0)
+    ids, scale = torch.randint(0, 10, (4, 2)), torch.randn(4, 1)
+    labels = torch.randint(0, 3, (4,))
+    report = gt.check_module(TwoInputs(), F.cross_entropy, (ids, scale), labels, wrt="inputs")
+    assert report.passed and list(report.blocks) == ["batch[0][1]"]
+    with pytest.raises(gradproof.InvalidArgument, match=r"^`wrt`='inputs': .*holds none"):
+        gt.check_module(TwoInputs(), F.cross_entropy, (ids, ids[:, :1]), labels, wrt="inputs")
+
+
+def test_wrt_inputs_needs_no_trainable_parameter(data):
+    model = torch.nn.Linear(5, 1).requires_grad_(False)
+    with pytest.raises(gradproof.InvalidArgument, match="wrt='inputs'"):
+        gt.check_module(model, F.mse_loss, *data)
+    assert gt.check_module(model, F.mse_loss, *data, wrt="inputs").passed
+    assert gt.check_module(model, F.mse_loss, *data, wrt="all").passed

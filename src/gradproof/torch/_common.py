@@ -106,6 +106,22 @@ def fixed_randomness(tensors: list[torch.Tensor]) -> Iterator[None]:
 VMAP_FALLBACK_WARNING = r"There is a performance drop because we have not yet implemented"
 
 
+# torch's forward mode loads its decompositions with torch.jit.script on first use, which
+# warns that torch.jit.script is deprecated: torch's own doing, met because gradproof chose
+# forward mode (check_forward_ad).
+JIT_DEPRECATION_WARNING = r"`torch.jit.script` is deprecated"
+
+
+@contextlib.contextmanager
+def quiet_forward_mode() -> Iterator[None]:
+    """Hide the deprecation warning torch's forward mode raises on first use, and only it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=JIT_DEPRECATION_WARNING, category=DeprecationWarning
+        )
+        yield
+
+
 @contextlib.contextmanager
 def quiet_vmap_fallback() -> Iterator[None]:
     """Hide torch's vmap "performance drop" warning, and only it, inside gradproof's vmap.

@@ -15,7 +15,7 @@ import functools
 import hashlib
 import operator
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -69,6 +69,7 @@ class FunctionLoss:
         self.names = inputs.names
         self.reseed = Reseed(seed, [v for v in self.work if isinstance(v, torch.Tensor)])
         self.use_vmap = batched  # unbatched: one call per point
+        self.needs_grad = False  # func calls autograd itself: evaluated with grad enabled
         self.cache = _OutputCache()
         self.lock = threading.RLock()
         self.kept, self.graph = self._trace()
@@ -97,17 +98,37 @@ class FunctionLoss:
                 "returned no floating tensor that depends on the inputs that require grad",
                 "return the tensors computed from the inputs (not detached ones)",
             )
+        for k in kept:
+            if raw[k].layout != torch.strided:
+                raise invalid(
+                    "func",
+                    function_name(self.func),
+                    f"returned output {k} of layout {raw[k].layout}; outputs are checked "
+                    "element by element, as dense tensors",
+                    "call .to_dense() on that output (inside a lambda around func), as torch asks",
+                )
         return kept, [raw[k] for k in kept]
 
-    def gradient(self, weights: tuple[torch.Tensor, ...]) -> dict[str, np.ndarray]:
-        """The backward applied to ``grad_outputs=weights``, at the base point."""
-        inputs = [self.work[i] for i in self.checked]
-        grads = torch.autograd.grad(
-            self.graph, inputs, grad_outputs=weights, retain_graph=True, allow_unused=True
+    @property
+    def inputs(self) -> list[torch.Tensor]:
+        """The checked inputs' working copies, at the base point (the leaves of the graph)."""
+        return [self.work[i] for i in self.checked]
+
+    def backward(self, weights: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor | None, ...]:
+        """The backward applied to ``grad_outputs=weights``, at the base point (tensors)."""
+        return torch.autograd.grad(
+            self.graph, self.inputs, grad_outputs=weights, retain_graph=True, allow_unused=True
         )
+
+    def gradient(self, weights: tuple[torch.Tensor, ...]) -> dict[str, np.ndarray]:
+        """The backward applied to ``grad_outputs=weights``, at the base point, by name."""
+        return self.as_arrays(self.backward(weights))
+
+    def as_arrays(self, grads: Sequence[torch.Tensor | None]) -> dict[str, np.ndarray]:
+        """Gradients of the checked inputs as float64 arrays by name (None: zeros)."""
         return {
             n: np.zeros(tuple(t.shape)) if g is None else to_numpy64(g)
-            for n, t, g in zip(self.names, inputs, grads, strict=True)
+            for n, t, g in zip(self.names, self.inputs, grads, strict=True)
         }
 
     def analytic_jacobians(self) -> list[dict[str, np.ndarray]]:
@@ -186,9 +207,22 @@ class FunctionLoss:
         args = list(self.work)
         for i, name in zip(self.checked, self.names, strict=True):
             args[i] = from_numpy(point[name], self.work[i])
-        with torch.no_grad():
-            self.reseed()
-            raw = _as_outputs(self.func(*args))
+        if not self.needs_grad:
+            try:
+                with torch.no_grad():
+                    return self._call(args)
+            except RuntimeError:
+                # func may run autograd itself (torch.autograd.grad, .backward()), which
+                # needs inputs that require grad: it is retried, and from now on run, so.
+                self.needs_grad = True
+        for i in self.checked:
+            args[i].requires_grad_(True)
+        with torch.enable_grad():
+            return self._call(args)
+
+    def _call(self, args: list[Any]) -> list[torch.Tensor]:
+        self.reseed()
+        raw = _as_outputs(self.func(*args))
         return [raw[k].detach() for k in self.kept]
 
     def _evaluate_batch(self, point: dict[str, np.ndarray]) -> list[torch.Tensor]:

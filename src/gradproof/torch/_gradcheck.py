@@ -1,66 +1,30 @@
 """`gradcheck`: a drop-in for ``torch.autograd.gradcheck`` whose failure is gradproof's report.
 
-This module is the torch-facing surface: the arguments, their checks, and the
-verdict. The function becomes gradproof's loss in
+This module is the torch-facing surface: the arguments and their checks. The
+checks themselves run in :mod:`gradproof.torch._verdict` (shared with
+`gradgradcheck`): the function becomes gradproof's loss in
 :mod:`gradproof.torch._function_loss`, its outputs are weighted into scalars in
-:mod:`gradproof.torch._reductions`, and torch's own tolerance rule, where
-asked for, lives in :mod:`gradproof.torch._rule`.
+:mod:`gradproof.torch._reductions`, each of torch's options adds its check
+(:mod:`gradproof.torch._stages`, :mod:`gradproof.torch._extra`), and torch's
+own tolerance rule, where asked for, lives in :mod:`gradproof.torch._rule`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
-from torch.autograd.gradcheck import GradcheckError as TorchGradcheckError
 
-import gradproof
 from gradproof._engine.validate import validate_callable, validate_seed
 from gradproof._errors import invalid
-from gradproof._report import Report
-from gradproof.torch._common import (
-    Precision,
-    compute_dtype,
-    fixed_randomness,
-    to_numpy64,
-    validate_precision,
-)
-from gradproof.torch._function_loss import CheckedInputs, FunctionLoss, WeightedLoss, function_name
-from gradproof.torch._reductions import Reduction, reductions
-from gradproof.torch._rule import TorchRule, rule_decides
-
-TORCH_ONLY = {  # torch.autograd.gradcheck's other options, at their defaults (accepted as no-ops)
-    "nondet_tol": 0.0,
-    "check_undefined_grad": True,
-    "check_grad_dtypes": False,
-    "check_batched_grad": False,
-    "check_batched_forward_grad": False,
-    "check_forward_ad": False,
-    "check_backward_ad": True,
-    "masked": None,
-}
-
-
-class GradcheckError(gradproof.GradcheckError, TorchGradcheckError):
-    """A wrong backward: gradproof's :class:`~gradproof.GradcheckError`, and torch's too.
-
-    Code written for ``torch.autograd.gradcheck`` that catches its
-    ``GradcheckError`` (a ``RuntimeError``) keeps working; ``error.report`` is
-    gradproof's report and ``str(error)`` says which input and element are
-    wrong, by how much, and what kind of bug it looks like.
-    """
-
-    __module__ = "gradproof.torch"  # where users import it from
-
-    def __init__(self, report: Report, context: str = "") -> None:
-        super().__init__(report)
-        if context:
-            self.args = (f"{context}\n{report}",)
+from gradproof.torch._common import Precision, validate_precision
+from gradproof.torch._function_loss import function_name
+from gradproof.torch._inputs import as_values, checked_inputs
+from gradproof.torch._options import TorchOptions, validate_flag
+from gradproof.torch._rule import TorchRule
+from gradproof.torch._verdict import Config, Subject, verdict
 
 
 def gradcheck(
@@ -71,7 +35,15 @@ def gradcheck(
     atol: float | None = None,
     rtol: float | None = None,
     raise_exception: bool = True,
+    nondet_tol: float = 0.0,
+    check_undefined_grad: bool = True,
+    check_grad_dtypes: bool = False,
+    check_batched_grad: bool = False,
+    check_batched_forward_grad: bool = False,
+    check_forward_ad: bool = False,
+    check_backward_ad: bool = True,
     fast_mode: bool = False,
+    masked: bool | None = None,
     full_jacobian: bool = False,
     projections: int = 1,
     dtype: Precision = "float64",
@@ -80,14 +52,16 @@ def gradcheck(
 ) -> bool:
     """Check the backward of ``func`` (e.g. a custom ``autograd.Function``'s ``apply``).
 
-    A drop-in for ``torch.autograd.gradcheck``: the same core arguments
-    (``func``, ``inputs``, ``eps``, ``atol``, ``rtol``, ``raise_exception``,
-    ``fast_mode``), ``True`` on success, and on failure a :class:`GradcheckError`
-    (or ``False`` with ``raise_exception=False``) whose message is gradproof's
+    A drop-in for ``torch.autograd.gradcheck``: every argument of torch's
+    (each option runs its check, as in torch; docs/parity.md maps them),
+    ``True`` on success, and on failure a :class:`GradcheckError` (or
+    ``False`` with ``raise_exception=False``) whose message is gradproof's
     report: which input, which element, how wrong, what kind of bug. Inputs
     that require grad are checked, each a block named after ``func``'s
     parameter (``x``, ``weight``; for ``MyFunction.apply``, those of its
     ``forward``) or ``input0``, ``input1``... Other inputs are passed through.
+    ``func`` may run autograd itself (``torch.autograd.grad`` inside): it is
+    then evaluated with its inputs requiring grad.
 
     **Defaults differ from torch's on purpose.** ``eps``, ``atol`` and ``rtol``
     default to ``None``, not torch's ``1e-6``, ``1e-5`` and ``1e-3``: ``None``
@@ -136,9 +110,36 @@ def gradcheck(
             beyond it (``atol=0, rtol=0`` fails any difference, noise included).
         raise_exception: raise :class:`GradcheckError` on failure (default), or
             return ``False``.
+        nondet_tol: the backward is run twice on each vector (always, as in
+            torch); runs that differ by more than this fail as a
+            nondeterministic backward, not as wrong elements. Within it, a
+            block whose largest error is at most ``nondet_tol`` passes.
+        check_undefined_grad: (default True, as in torch) the backward with
+            every output's gradient undefined (``None``, for a Function with
+            ``ctx.set_materialize_grads(False)``) must give zero gradients, and,
+            for several outputs, with each one's undefined it must act as a zero
+            (checked against the numerical derivative); a backward that raises
+            on ``None`` fails. With ``check_forward_ad``, an undefined input
+            tangent must act as a zero one too.
+        check_grad_dtypes: the gradients (and, with ``check_forward_ad``, the
+            output tangents) have their tensor's dtype and device, on the inputs
+            as given.
+        check_batched_grad: the backward under vmap, on two random vectors at
+            once (as torch runs it), each row checked against the numerical
+            derivative; a backward vmap cannot run fails.
+        check_batched_forward_grad: the jvp under vmap, on unit tangents; needs
+            ``check_forward_ad``.
+        check_forward_ad: check the forward mode too: the jvp (a Function's
+            ``jvp``, through ``torch.autograd.forward_ad``, one per input
+            element) against the same numerical derivatives as the backward.
+        check_backward_ad: check the backward (default True); False with
+            ``check_forward_ad=True`` checks the jvp alone.
         fast_mode: use gradproof's ``mode="probe"`` where :func:`gradproof.check`
             offers it (a full check otherwise). torch's rule, where given, is
             still checked on the full Jacobians.
+        masked: None, False or True: as in torch, it matters for sparse inputs
+            only, which gradproof refuses naming their layout and the dense
+            (``to_dense()``) or values-only alternative for that ``masked``.
         full_jacobian: check every output element separately instead of a
             random projection.
         projections: how many random projections to check (each is a check of
@@ -151,17 +152,18 @@ def gradcheck(
             ``noise``, ``mode``, ``seed``...). ``seed`` (default 0) is also the seed
             of the projections, and torch's generator is reset to it before
             every evaluation.
-            torch's other options (``nondet_tol``, ``check_undefined_grad``...)
-            are accepted at their default values, refused otherwise.
 
     Returns:
         ``True`` when every check passes; ``False`` on failure with
         ``raise_exception=False``.
 
     Raises:
-        GradcheckError: the backward disagrees with the numerical derivative (or
-            the derivative is too noisy to judge).
-        InvalidArgument: misuse, named with its fix.
+        GradcheckError: the backward (or jvp) disagrees with the numerical
+            derivative, or the derivative is too noisy to judge, or one of the
+            checks the options ask for fails; the first failure is shown.
+        InvalidArgument: misuse, named with its fix (a sparse input; a
+            combination torch refuses; ``check_forward_ad`` on a Function
+            without ``jvp``).
 
     >>> import torch, gradproof.torch
     >>> class Cube(torch.autograd.Function):
@@ -181,129 +183,71 @@ def gradcheck(
     >>> torch.autograd.gradcheck(func=Cube.apply, inputs=(x,))  # torch's rule, same verdict
     True
     """
-    _validate_arguments(
+    torch_options = TorchOptions(
+        nondet_tol=nondet_tol,
+        check_undefined_grad=check_undefined_grad,
+        check_grad_dtypes=check_grad_dtypes,
+        check_batched_grad=check_batched_grad,
+        check_batched_forward_grad=check_batched_forward_grad,
+        check_forward_ad=check_forward_ad,
+        check_backward_ad=check_backward_ad,
+        masked=masked,
+    )
+    config = make_config(
         func,
+        torch_options,
+        eps=eps,
         atol=atol,
         rtol=rtol,
-        dtype=dtype,
-        projections=projections,
         flags={
             "raise_exception": raise_exception,
             "fast_mode": fast_mode,
             "full_jacobian": full_jacobian,
             "batched": batched,
         },
+        dtype=dtype,
+        projections=projections,
         options=options,
     )
-    values = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
-    checked = _checked_inputs(func, values)
-    tensors = [values[i] for i in checked.positions]
-    target = compute_dtype(dtype, tensors, "the inputs that require grad")
-    if fast_mode:
-        options.setdefault("mode", "probe")
-    seed = int(options.get("seed", 0))
-    rule = TorchRule.given(atol, rtol, eps)
-    with fixed_randomness([v for v in values if isinstance(v, torch.Tensor)]):
-        loss = FunctionLoss(func, values, checked, target, seed=seed, batched=batched)
-        params = {n: to_numpy64(t) for n, t in zip(checked.names, tensors, strict=True)}
-        plan = reductions(
-            loss.outputs, full_jacobian=full_jacobian, projections=projections, seed=seed
-        )
-        failures = _failures(loss, params, plan, rule, {**options, "eps": eps, "batched": batched})
-    if not failures:
-        return True
-    if not raise_exception:
-        return False
-    raise _error(func, failures, total=len(plan) + (rule is not None))
+    values = as_values(inputs)
+    checked = checked_inputs(func, values, masked=masked)
+    subject = Subject("gradproof.torch.gradcheck", function_name(func))
+    return verdict(func, values, checked, config, raise_exception=raise_exception, subject=subject)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Outcome:
-    """One check's report, and what it checked, in words."""
-
-    context: str
-    report: Report
-
-
-def _failures(
-    loss: FunctionLoss,
-    params: dict[str, np.ndarray],
-    plan: list[Reduction],
-    rule: TorchRule | None,
-    options: dict[str, Any],
-) -> list[_Outcome]:
-    """The checks that fail: gradproof's, one per reduction, then torch's rule where given."""
-    outcomes = list(_run(loss, params, plan, options))
-    failures = [o for o in outcomes if not o.report.passed]
-    if rule is None:
-        return failures
-    broken = rule.check(loss, params, outcomes[0].report)
-    if broken is None:  # the rule holds: it forgives the failures it decides
-        return [o for o in failures if not rule_decides(o.report)]
-    return [_Outcome(rule.describe(), broken), *failures]
-
-
-def _run(
-    loss: FunctionLoss,
-    params: dict[str, np.ndarray],
-    plan: list[Reduction],
-    options: dict[str, Any],
-) -> Iterator[_Outcome]:
-    """One gradproof check per reduction; the later ones replay the first one's evaluations."""
-    for number, reduction in enumerate(plan):
-        grad = loss.gradient(reduction.weights)
-        weighted = WeightedLoss(loss, reduction.weights, replay=number > 0)
-        yield _Outcome(reduction.context, gradproof.check(weighted, params, grad, **options))
-
-
-def _error(func: Callable[..., Any], failures: list[_Outcome], total: int) -> GradcheckError:
-    """The error for the first failure, its report noting what was checked."""
-    context, report = failures[0].context, failures[0].report
-    more = f" ({len(failures)} of {total} checks failed; the first is shown)"
-    verb = "disagrees with" if report.status == "fail" else "could not be judged against"
-    return GradcheckError(
-        dataclasses.replace(report, extra={**report.extra, "checked": context}),
-        f"gradproof.torch.gradcheck: the backward of `{function_name(func)}` {verb} the "
-        f"numerical derivative of {context}{more if total > 1 else ''}.",
-    )
-
-
-def _validate_arguments(
+def make_config(
     func: Any,
+    torch_options: TorchOptions,
     *,
+    eps: Any,
     atol: Any,
     rtol: Any,
+    flags: dict[str, Any],
     dtype: Any,
     projections: Any,
-    flags: dict[str, Any],
     options: dict[str, Any],
-) -> None:
-    """Every argument check of :func:`gradcheck`, in order; drops torch's no-op options."""
-    _validate_torch_options(options)
+) -> Config:
+    """Every argument check of `gradcheck` (and `gradgradcheck`), in order; the checks' set-up."""
     validate_seed(options.get("seed", 0))
     for name, flag in flags.items():
-        if not isinstance(flag, bool):
-            raise invalid(name, flag, "must be True or False", f"pass {name}=True or False")
+        validate_flag(name, flag)
     _validate_projections(projections)
     validate_callable("func", func, "pass the function to check, e.g. MyFunction.apply")
     _validate_bound("atol", atol, "pass a bound such as atol=1e-5, or leave atol=None")
     _validate_bound("rtol", rtol, "pass a bound such as rtol=1e-3, or leave rtol=None")
     validate_precision(dtype)
-
-
-def _validate_torch_options(options: dict[str, Any]) -> None:
-    """torch's other options: dropped at their defaults, refused otherwise."""
-    for name, default in TORCH_ONLY.items():
-        if name in options and options[name] == default:
-            del options[name]
-        elif name in options:
-            raise invalid(
-                name,
-                options[name],
-                "is a torch.autograd.gradcheck option that gradproof.torch.gradcheck does not "
-                "take (gradproof measures the loss's noise itself and checks backward only)",
-                f"drop `{name}`; for a noisy function pass noise=<its spread>",
-            )
+    engine = {**options, "eps": eps}
+    if flags["fast_mode"]:
+        engine.setdefault("mode", "probe")
+    return Config(
+        options=torch_options,
+        rule=TorchRule.given(atol, rtol, eps),
+        dtype=dtype,
+        full_jacobian=flags.get("full_jacobian", False),
+        projections=projections,
+        batched=flags["batched"],
+        engine=engine,
+    )
 
 
 def _validate_projections(projections: Any) -> None:
@@ -322,59 +266,3 @@ def _validate_bound(argument: str, value: Any, fix: str) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok or not math.isfinite(value) or value < 0:
         raise invalid(argument, value, "must be a finite number >= 0", fix)
-
-
-def _checked_inputs(func: Callable[..., Any], values: tuple[Any, ...]) -> CheckedInputs:
-    """The inputs that require grad, named after ``func``'s parameters."""
-    checked = [i for i, v in enumerate(values) if isinstance(v, torch.Tensor) and v.requires_grad]
-    if not checked:
-        raise invalid(
-            "inputs",
-            f"{len(values)} input(s), none with requires_grad=True",
-            "must hold at least one tensor that requires grad: those are the inputs checked",
-            "create the inputs to check with requires_grad=True",
-        )
-    for i in checked:
-        if not values[i].is_floating_point():
-            raise invalid(
-                f"inputs[{i}]",
-                f"a tensor of dtype {values[i].dtype}",
-                "must be a real floating tensor to check its gradient",
-                "pass float tensors (complex inputs are not supported)",
-            )
-    names = _input_names(func, len(values))
-    return CheckedInputs(tuple(checked), tuple(names[i] for i in checked))
-
-
-def _input_names(func: Callable[..., Any], count: int) -> list[str]:
-    """``func``'s positional parameter names (``forward``'s for a Function's apply), or inputN.
-
-    >>> _input_names(lambda x, weight: x, 2)
-    ['x', 'weight']
-    >>> _input_names(lambda *args: args, 2)
-    ['input0', 'input1']
-    """
-    fallback = [f"input{i}" for i in range(count)]
-    owner = _function_class(func)
-    target = func if owner is None else owner.forward
-    try:
-        parameters = list(inspect.signature(target).parameters.values())
-    except (TypeError, ValueError):
-        return fallback
-    if owner is not None and owner.setup_context is torch.autograd.Function.setup_context:
-        parameters = parameters[1:]  # forward(ctx, ...): ctx is not an input
-    positional = [
-        p.name
-        for p in parameters
-        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    ]
-    if len(positional) < count or any(p.kind == p.VAR_POSITIONAL for p in parameters[:count]):
-        return fallback
-    return positional[:count]
-
-
-def _function_class(func: Callable[..., Any]) -> type[torch.autograd.Function] | None:
-    """The ``autograd.Function`` subclass whose ``apply`` ``func`` is, or None."""
-    owner = getattr(func, "__self__", None)
-    is_function = isinstance(owner, type) and issubclass(owner, torch.autograd.Function)
-    return owner if is_function and getattr(func, "__name__", "") == "apply" else None

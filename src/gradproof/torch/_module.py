@@ -15,6 +15,7 @@ import gradproof
 from gradproof._engine.validate import validate_callable, validate_seed
 from gradproof._errors import invalid
 from gradproof._report import Report
+from gradproof.torch._batch import Wrt, batch_leaves, replaced, validate_wrt
 from gradproof.torch._common import (
     Precision,
     Reseed,
@@ -38,18 +39,24 @@ def check_module(
     model: torch.nn.Module,
     loss_fn: Callable[..., Any],
     *batch: Any,
+    wrt: Wrt = "parameters",
     dtype: Precision = "float64",
     batched: bool = True,
     **options: Any,
 ) -> Report:
-    """Check the gradient autograd computes for every parameter of ``model``.
+    """Check the gradient autograd computes for every parameter of ``model`` (or its inputs).
 
     The loss is ``loss_fn(model(inputs), *targets)`` for ``batch = (inputs,
     *targets)`` (``inputs`` a tuple for a model with several inputs). Every
     parameter with ``requires_grad=True`` is a block named as in
     ``model.named_parameters()`` (``"layer2.weight"``), its elements by index
     (``layer2.weight[3, 1]``); a hand-written ``autograd.Function`` or backward
-    hook that is wrong shows up as the parameters it feeds.
+    hook that is wrong shows up as the parameters it feeds. ``wrt="inputs"``
+    checks the gradient of the loss in every floating tensor of ``batch``
+    instead (a layer whose input gradient is wrong, though its weight gradient
+    is right, fails here), each named by its place in ``batch``: ``batch[0]``,
+    ``batch[0][1]`` for the second of a tuple of inputs, ``batch[0]['ids']``
+    in a dict; ``wrt="all"`` checks both.
 
     The check runs on ``model`` itself, not a copy, so it checks the gradient
     the user's ``loss.backward()`` puts in ``.grad``: hooks on parameters
@@ -72,6 +79,9 @@ def check_module(
             ``torch.nn.functional.mse_loss`` or a ``torch.nn.MSELoss()``).
         *batch: the model's input, then the targets. Floating tensors are cast
             to the check's dtype; integer tensors (class labels) are kept.
+        wrt: ``"parameters"`` (default): the gradient in every parameter that
+            requires grad. ``"inputs"``: in every floating tensor of ``batch``
+            (the model's input and the targets). ``"all"``: both.
         dtype: ``"float64"`` (default): check in float64, whatever the
             model's dtype (bfloat16, float16, float32): the most sensitive check.
             ``"native"``: check in the model's own dtype; steps and tolerances
@@ -106,24 +116,45 @@ def check_module(
     """
     _validate_arguments(model, loss_fn, batch, batched)
     validate_precision(dtype)
-    names = [name for name, p in model.named_parameters() if p.requires_grad]
-    if not names:
+    validate_wrt(wrt)
+    own = dict(model.named_parameters())
+    names = [name for name, p in own.items() if p.requires_grad] if wrt != "inputs" else []
+    inputs = dict(batch_leaves(batch)) if wrt != "parameters" else {}
+    _validate_blocks(model, wrt, names, inputs)
+    checked = [*(own[n] for n in names), *inputs.values()]
+    argument = "the model's parameters" if wrt == "parameters" else "the checked tensors"
+    target = compute_dtype(dtype, checked, argument)
+    validate_seed(options.get("seed", 0))
+    _warn_if_training(model)
+    params = {name: to_numpy64(t) for name, t in [*((n, own[n]) for n in names), *inputs.items()]}
+    lent = [model, *([loss_fn] if isinstance(loss_fn, torch.nn.Module) else [])]
+    with fixed_randomness([*own.values(), *inputs.values()]), borrowed(lent, target):
+        seed = int(options.get("seed", 0))
+        loss = _ModuleLoss(model, loss_fn, batch, target, (names, list(inputs)), seed)
+        grad = loss.gradient()
+        return gradproof.check(loss, params, grad, batched=batched, **options)
+
+
+def _validate_blocks(
+    model: torch.nn.Module, wrt: str, names: list[str], inputs: dict[str, torch.Tensor]
+) -> None:
+    """There must be something to check: a trainable parameter, or a floating input."""
+    if wrt != "inputs" and not names and not (wrt == "all" and inputs):
         raise invalid(
             "model",
             type(model).__name__,
             "has no parameter with requires_grad=True, so there is no gradient to check",
-            "pass a model with trainable parameters (or set requires_grad=True on those to check)",
+            "pass a model with trainable parameters (or set requires_grad=True on those to "
+            "check), or check the inputs' gradient with wrt='inputs'",
         )
-    own = dict(model.named_parameters())
-    target = compute_dtype(dtype, [own[n] for n in names], "the model's parameters")
-    validate_seed(options.get("seed", 0))
-    _warn_if_training(model)
-    params = {name: to_numpy64(own[name]) for name in names}
-    lent = [model, *([loss_fn] if isinstance(loss_fn, torch.nn.Module) else [])]
-    with fixed_randomness(list(own.values())), borrowed(lent, target):
-        loss = _ModuleLoss(model, loss_fn, batch, target, names, int(options.get("seed", 0)))
-        grad = loss.gradient()
-        return gradproof.check(loss, params, grad, batched=batched, **options)
+    if wrt == "inputs" and not inputs:
+        raise invalid(
+            "wrt",
+            wrt,
+            "checks the gradient in the batch's floating tensors, but the batch holds none",
+            "pass floating inputs (integer ones, such as token ids, have no gradient), or "
+            "check the parameters with wrt='parameters'",
+        )
 
 
 def _validate_arguments(model: Any, loss_fn: Any, batch: tuple[Any, ...], batched: Any) -> None:
@@ -168,9 +199,10 @@ class _ModuleLoss:
     """``loss(params)`` on the borrowed model; ``params`` maps names to arrays.
 
     The model is the user's own, lent by :func:`~gradproof.torch._state.borrowed`:
-    its parameters hold private values, which each evaluation overwrites.
-    Leaves with one more axis than their parameter are a batch of parameter
-    sets (gradproof's ``batched=True``): evaluated with vmap where it works.
+    its parameters hold private values, which each evaluation overwrites, as
+    it overwrites the private copies of the batch's tensors that are checked.
+    Leaves with one more axis than their tensor are a batch of points
+    (gradproof's ``batched=True``): evaluated with vmap where it works.
     """
 
     def __init__(
@@ -179,19 +211,26 @@ class _ModuleLoss:
         loss_fn: Callable[..., Any],
         batch: tuple[Any, ...],
         dtype: torch.dtype,
-        names: list[str],
+        checked: tuple[list[str], list[str]],
         seed: int,
     ) -> None:
         self.model = model
-        self.parameters = dict(model.named_parameters())
-        self.names = names
         self.loss_fn = loss_fn
-        inputs = cast(batch[0], dtype)
-        self.args = inputs if isinstance(inputs, tuple) else (inputs,)
-        self.targets = cast(tuple(batch[1:]), dtype)
-        self.reseed = Reseed(seed, list(self.parameters.values()))
+        self.batch = cast(tuple(batch), dtype)  # private copies: the checked ones are written
+        own = dict(model.named_parameters())
+        inputs = dict(batch_leaves(self.batch))
+        self.parameters = {n: own[n] for n in checked[0]}
+        self.tensors = {**self.parameters, **{n: inputs[n] for n in checked[1]}}
+        for name in checked[1]:
+            self.tensors[name].requires_grad_(True)
+        self.names = [*checked[0], *checked[1]]
+        self.reseed = Reseed(seed, list(own.values()))
         self.use_vmap = True
         self.lock = threading.RLock()
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        return self.batch[0] if isinstance(self.batch[0], tuple) else (self.batch[0],)
 
     def __getstate__(self) -> dict[str, Any]:  # workers=n sends the loss to other processes
         return {k: v for k, v in self.__dict__.items() if k != "lock"}
@@ -207,7 +246,7 @@ class _ModuleLoss:
         runs shapes it, down to the post-accumulate-grad hooks; ``inputs=``
         keeps it from accumulating into any other tensor.
         """
-        tensors = [self.parameters[n] for n in self.names]
+        tensors = [self.tensors[n] for n in self.names]
         with torch.enable_grad():
             self.reseed()
             self._forward(self.model).backward(inputs=tensors)
@@ -221,16 +260,16 @@ class _ModuleLoss:
 
     def __call__(self, point: dict[str, np.ndarray]) -> torch.Tensor:
         first = self.names[0]
-        if np.ndim(point[first]) == self.parameters[first].dim() + 1:
+        if np.ndim(point[first]) == self.tensors[first].dim() + 1:
             return self._batch(point)
         with self.lock, torch.no_grad():  # one evaluation at a time: the model is shared
             for name in self.names:
-                self.parameters[name].copy_(from_numpy(point[name], self.parameters[name]))
+                self.tensors[name].copy_(from_numpy(point[name], self.tensors[name]))
             self.reseed()
             return self._forward(self.model)
 
     def _forward(self, model: Any) -> torch.Tensor:
-        return scalar_loss(self.loss_fn(model(*self.args), *self.targets), "loss_fn")
+        return scalar_loss(self.loss_fn(model(*self.args), *self.batch[1:]), "loss_fn")
 
     def _batch(self, point: dict[str, np.ndarray]) -> torch.Tensor:
         if self.use_vmap:
@@ -246,11 +285,15 @@ class _ModuleLoss:
             return self._vmapped_unlocked(point)
 
     def _vmapped_unlocked(self, point: dict[str, np.ndarray]) -> torch.Tensor:
-        stacked = {n: from_numpy(point[n], self.parameters[n]) for n in self.names}
+        stacked = {n: from_numpy(point[n], self.tensors[n]) for n in self.names}
 
         def one(values: dict[str, torch.Tensor]) -> torch.Tensor:
-            output = functional_call(self.model, values, self.args)
-            return scalar_loss(self.loss_fn(output, *self.targets), "loss_fn")
+            moved = {id(self.tensors[n]): v for n, v in values.items() if n not in self.parameters}
+            batch = replaced(self.batch, moved)
+            inputs = batch[0] if isinstance(batch[0], tuple) else (batch[0],)
+            params = {n: v for n, v in values.items() if n in self.parameters}
+            output = functional_call(self.model, params, inputs)
+            return scalar_loss(self.loss_fn(output, *batch[1:]), "loss_fn")
 
         with torch.no_grad(), quiet_vmap_fallback():
             self.reseed()

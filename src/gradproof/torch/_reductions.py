@@ -33,7 +33,12 @@ class Reduction:
 
 
 def reductions(
-    outputs: list[torch.Tensor], *, full_jacobian: bool, projections: int, seed: int
+    outputs: list[torch.Tensor],
+    *,
+    full_jacobian: bool,
+    projections: int,
+    seed: int,
+    owner: str = "",
 ) -> list[Reduction]:
     """Every check's weighting: ``projections`` random ones, or one per output element.
 
@@ -43,7 +48,7 @@ def reductions(
     """
     if full_jacobian:
         return list(_every_element(outputs))
-    return list(_projections(outputs, projections, seed))
+    return list(_projections(outputs, projections, seed, owner))
 
 
 def unit_weights(outputs: list[torch.Tensor], k: int, flat: int) -> tuple[torch.Tensor, ...]:
@@ -62,10 +67,15 @@ def _every_element(outputs: list[torch.Tensor]) -> Iterator[Reduction]:
             yield Reduction(f"output {k}{where}", unit_weights(outputs, k, flat))
 
 
-def _projections(outputs: list[torch.Tensor], count: int, seed: int) -> Iterator[Reduction]:
-    """``count`` Gaussian weightings, drawn from a generator started at ``seed``."""
+def _projections(
+    outputs: list[torch.Tensor], count: int, seed: int, owner: str = ""
+) -> Iterator[Reduction]:
+    """``count`` Gaussian weightings, drawn from a generator started at ``seed``.
+
+    ``owner`` names whose outputs they are (``"the backward's "``), where not ``func``'s.
+    """
     rng = np.random.default_rng(seed)
-    named = "the output" if len(outputs) == 1 else f"the {len(outputs)} outputs"
+    named = f"the {owner}output" if len(outputs) == 1 else f"the {owner}{len(outputs)} outputs"
     for p in range(count):
         weights = tuple(  # on the outputs' device: the backward takes them as grad_outputs
             torch.tensor(rng.standard_normal(tuple(o.shape)), dtype=o.dtype, device=o.device)

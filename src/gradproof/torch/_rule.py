@@ -133,10 +133,18 @@ class TorchRule:
         )
 
     def check(
-        self, loss: FunctionLoss, params: dict[str, np.ndarray], report: Report
+        self,
+        loss: FunctionLoss,
+        params: dict[str, np.ndarray],
+        report: Report,
+        analytic: list[dict[str, np.ndarray]] | None = None,
     ) -> Report | None:
-        """None where the rule holds; else ``report``, naming the elements that break it."""
-        analytic = loss.analytic_jacobians()
+        """None where the rule holds; else ``report``, naming the elements that break it.
+
+        ``analytic``: the Jacobians under test (default: the backward's, one
+        backward per output element; the forward-mode check passes the jvp's).
+        """
+        analytic = loss.analytic_jacobians() if analytic is None else analytic
         found: dict[str, _Breaks] = {}
         for name in loss.names:
             numerical = loss.numerical_jacobians(params, name, self.eps)

@@ -1,0 +1,105 @@
+"""The inputs `gradcheck` checks: those that require grad, named after ``func``'s parameters."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from gradproof._errors import invalid
+from gradproof.torch._function_loss import CheckedInputs
+
+
+def as_values(inputs: Any) -> tuple[Any, ...]:
+    """``inputs`` as a tuple, as torch takes them: one tensor, or a sequence."""
+    return (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+
+
+def checked_inputs(
+    func: Callable[..., Any],
+    values: tuple[Any, ...],
+    *,
+    masked: bool | None,
+    names: Sequence[str] | None = None,
+) -> CheckedInputs:
+    """The inputs that require grad, named after ``func``'s parameters (or ``names``)."""
+    checked = [i for i, v in enumerate(values) if isinstance(v, torch.Tensor) and v.requires_grad]
+    if not checked:
+        raise invalid(
+            "inputs",
+            f"{len(values)} input(s), none with requires_grad=True",
+            "must hold at least one tensor that requires grad: those are the inputs checked",
+            "create the inputs to check with requires_grad=True",
+        )
+    for i in checked:
+        _validate_checked(i, values[i], masked)
+    own = list(names) if names is not None else input_names(func, len(values))
+    return CheckedInputs(tuple(checked), tuple(own[i] for i in checked))
+
+
+def _validate_checked(position: int, tensor: torch.Tensor, masked: bool | None) -> None:
+    """A checked input must be a dense real floating tensor."""
+    if tensor.layout != torch.strided:
+        raise invalid(
+            f"inputs[{position}]",
+            f"a tensor of layout {tensor.layout}",
+            "gradproof.torch checks dense (strided) inputs only, element by element",
+            _sparse_fix(tensor, masked),
+        )
+    if not tensor.is_floating_point():
+        raise invalid(
+            f"inputs[{position}]",
+            f"a tensor of dtype {tensor.dtype}",
+            "must be a real floating tensor to check its gradient",
+            "pass float tensors (complex inputs are not supported)",
+        )
+
+
+def _sparse_fix(tensor: torch.Tensor, masked: bool | None) -> str:
+    """How to check a function of a sparse input, for torch's two semantics."""
+    if masked:
+        return (
+            "check the gradient in the specified values (masked=True): pass v = "
+            "x.coalesce().values().detach().requires_grad_() and build the sparse tensor "
+            "inside func, torch.sparse_coo_tensor(x.coalesce().indices(), v, x.shape)"
+        )
+    return (
+        "check the gradient in every element (masked=False): pass x.to_dense()"
+        ".detach().requires_grad_() to a func written for dense tensors"
+    )
+
+
+def input_names(func: Callable[..., Any], count: int) -> list[str]:
+    """``func``'s positional parameter names (``forward``'s for a Function's apply), or inputN.
+
+    >>> input_names(lambda x, weight: x, 2)
+    ['x', 'weight']
+    >>> input_names(lambda *args: args, 2)
+    ['input0', 'input1']
+    """
+    fallback = [f"input{i}" for i in range(count)]
+    owner = _function_class(func)
+    target = func if owner is None else owner.forward
+    try:
+        parameters = list(inspect.signature(target).parameters.values())
+    except (TypeError, ValueError):
+        return fallback
+    if owner is not None and owner.setup_context is torch.autograd.Function.setup_context:
+        parameters = parameters[1:]  # forward(ctx, ...): ctx is not an input
+    positional = [
+        p.name
+        for p in parameters
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    if len(positional) < count or any(p.kind == p.VAR_POSITIONAL for p in parameters[:count]):
+        return fallback
+    return positional[:count]
+
+
+def _function_class(func: Callable[..., Any]) -> type[torch.autograd.Function] | None:
+    """The ``autograd.Function`` subclass whose ``apply`` ``func`` is, or None."""
+    owner = getattr(func, "__self__", None)
+    is_function = isinstance(owner, type) and issubclass(owner, torch.autograd.Function)
+    return owner if is_function and getattr(func, "__name__", "") == "apply" else None

@@ -1,0 +1,165 @@
+"""The checks `gradcheck` runs, in order: the backward's, then the jvp's, each with torch's extras.
+
+Each reduction of the outputs (:mod:`gradproof.torch._reductions`) is one
+scalar loss; its derivative from the backward (or the jvp) is checked against
+gradproof's numerical one. torch's rule (``atol``/``rtol``), where given,
+judges the full Jacobians; torch's other options add the checks of
+:mod:`gradproof.torch._extra`. Every stage returns a :class:`Tally`: the
+checks it ran, and the failures among them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+
+import gradproof
+from gradproof._report import Report
+from gradproof.torch._extra import (
+    batched_backward,
+    grad_types,
+    reentrancy,
+    undefined_backward,
+    undefined_forward,
+    within_nondet_tol,
+)
+from gradproof.torch._findings import Outcome, raised_report
+from gradproof.torch._forward import Jacobians, forward_gradient, forward_jacobians
+from gradproof.torch._function_loss import FunctionLoss, WeightedLoss
+from gradproof.torch._options import TorchOptions
+from gradproof.torch._reductions import Reduction
+from gradproof.torch._rule import TorchRule, rule_decides
+
+BACKWARD = "backward"
+FORWARD = "forward-mode derivative (jvp)"
+
+
+@dataclasses.dataclass
+class Tally:
+    """The checks a stage ran, and the failures among them."""
+
+    total: int = 0
+    failures: list[Outcome] = dataclasses.field(default_factory=list)
+
+    def add(self, outcome: Outcome | None) -> None:
+        """Count ``outcome`` (None: a check that passed without a report)."""
+        self.total += 1
+        if outcome is not None and not outcome.report.passed:
+            self.failures.append(outcome)
+
+    def extend(self, other: Tally) -> None:
+        self.total += other.total
+        self.failures.extend(other.failures)
+
+
+class Run:
+    """One `gradcheck`: the function traced, what to check, and how to judge it."""
+
+    def __init__(
+        self,
+        loss: FunctionLoss,
+        params: dict[str, np.ndarray],
+        plan: list[Reduction],
+        *,
+        rule: TorchRule | None,
+        options: TorchOptions,
+        engine: dict[str, Any],
+        seed: int,
+        forward_option: str = "check_forward_ad",
+    ) -> None:
+        self.loss, self.params, self.plan = loss, params, plan
+        self.rule, self.options, self.engine, self.seed = rule, options, engine, seed
+        self.forward_option = forward_option  # as the user named it, for misuse errors
+        self.shapes = {n: tuple(a.shape) for n, a in params.items()}
+        self.evaluated = False  # the first check evaluates func; the later ones replay it
+
+    def check(self, weights: tuple[torch.Tensor, ...], grad: dict[str, np.ndarray]) -> Report:
+        """gradproof's check of ``grad`` against the derivative of ``sum_k <w_k, out_k>``."""
+        weighted = WeightedLoss(self.loss, weights, replay=self.evaluated)
+        self.evaluated = True
+        return gradproof.check(weighted, self.params, grad, **self.engine)
+
+    def tally(self, values: tuple[Any, ...]) -> Tally:
+        """Every check the options ask for: the backward's, then the jvp's."""
+        tally = Tally()
+        if self.options.check_grad_dtypes:  # first: a gradient of the wrong dtype is off anyway
+            tally.add(grad_types(self.loss, values, forward=self.options.check_forward_ad))
+        if self.options.check_backward_ad:
+            tally.extend(backward_stage(self))
+        if self.options.check_forward_ad:
+            tally.extend(forward_stage(self))
+        return tally
+
+
+def backward_stage(run: Run) -> Tally:
+    """The backward on every reduction (run twice: ``nondet_tol``), torch's rule, the extras."""
+    tally = Tally()
+    outcomes = []
+    for reduction in run.plan:
+        grad, nondeterministic = reentrancy(run.loss, reduction, run.options.nondet_tol)
+        if nondeterministic is not None:  # not judged as wrong elements: it is noise
+            tally.add(nondeterministic)
+            return tally
+        report = within_nondet_tol(run.check(reduction.weights, grad), run.options.nondet_tol)
+        outcomes.append(Outcome(BACKWARD, reduction.context, report))
+    tally.extend(_judged(run, outcomes, None))
+    if run.options.check_undefined_grad:
+        for outcome in undefined_backward(run.loss, run.seed, run.check):
+            tally.add(outcome)
+    if run.options.check_batched_grad:
+        for outcome in batched_backward(run.loss, run.seed, run.check):
+            tally.add(outcome)
+    return tally
+
+
+def forward_stage(run: Run) -> Tally:
+    """The jvp on every reduction, torch's rule on its Jacobians, and under vmap where asked."""
+    jacobians = forward_jacobians(run.loss, batched=False, option=run.forward_option)
+    outcomes = [
+        Outcome(
+            FORWARD,
+            reduction.context,
+            run.check(
+                reduction.weights, forward_gradient(jacobians, reduction.weights, run.shapes)
+            ),
+        )
+        for reduction in run.plan
+    ]
+    tally = _judged(run, outcomes, jacobians)
+    if run.options.check_undefined_grad:
+        tally.add(undefined_forward(run.loss))
+    if run.options.check_batched_forward_grad:
+        tally.add(_batched_forward(run))
+    return tally
+
+
+def _batched_forward(run: Run) -> Outcome:
+    """The jvp under vmap (one call per chunk of unit tangents) on the first reduction."""
+    what = "forward-mode derivative under vmap (check_batched_forward_grad)"
+    try:
+        jacobians = forward_jacobians(run.loss, batched=True, option=run.forward_option)
+    except Exception as error:  # torch reports this as a failed check, not as misuse
+        sentence = f"the jvp under vmap raised {type(error).__name__}: {error}"
+        report = raised_report(run.shapes, kind="raised", sentence=sentence)
+        return Outcome(what, f"raised {type(error).__name__}: {error}", report, numerical=False)
+    reduction = run.plan[0]
+    grad = forward_gradient(jacobians, reduction.weights, run.shapes)
+    return Outcome(what, reduction.context, run.check(reduction.weights, grad))
+
+
+def _judged(run: Run, outcomes: list[Outcome], analytic: Jacobians | None) -> Tally:
+    """The reductions' failures, with torch's rule deciding where it is given."""
+    tally = Tally(total=len(outcomes) + (run.rule is not None))
+    failures = [o for o in outcomes if not o.report.passed]
+    if run.rule is None:
+        tally.failures = failures
+        return tally
+    broken = run.rule.check(run.loss, run.params, outcomes[0].report, analytic)
+    if broken is None:  # the rule holds: it forgives the failures it decides
+        tally.failures = [o for o in failures if not rule_decides(o.report)]
+    else:
+        tally.failures = [Outcome(outcomes[0].what, run.rule.describe(), broken), *failures]
+    return tally
