@@ -80,7 +80,13 @@ def cast(value: Any, dtype: torch.dtype) -> Any:
 
 
 def to_numpy64(tensor: torch.Tensor) -> np.ndarray:
-    """A float64 numpy copy of ``tensor`` (any device, any float dtype)."""
+    """A float64 numpy copy of ``tensor`` (any device, any float dtype).
+
+    A ZeroTensor (the gradient some of torch's backwards return for a
+    derivative known to be zero) becomes an array of zeros.
+    """
+    if tensor._is_zerotensor():
+        return np.zeros(tuple(tensor.shape))
     return tensor.detach().to(device="cpu", dtype=torch.float64).numpy().copy()
 
 

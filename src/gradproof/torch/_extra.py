@@ -31,7 +31,7 @@ from gradproof.torch._findings import (
     raised_report,
 )
 from gradproof.torch._forward import output_tangents, primals
-from gradproof.torch._function_loss import FunctionLoss
+from gradproof.torch._function_loss import FunctionLoss, as_outputs
 from gradproof.torch._reductions import Reduction, reductions
 
 Check = Callable[[tuple[torch.Tensor, ...], dict[str, np.ndarray]], Report]
@@ -229,8 +229,7 @@ def grad_types(loss: FunctionLoss, values: tuple[Any, ...], *, forward: bool) ->
     inputs = [args[i] for i in loss.checked]
     with torch.enable_grad():
         loss.reseed()
-        raw = loss.func(*args)
-        raw = tuple(raw) if isinstance(raw, (tuple, list)) else (raw,)
+        raw = as_outputs(loss.func(*args))
         kept = [raw[k] for k in loss.kept]
         ones = [torch.ones_like(o) for o in kept]
         grads = torch.autograd.grad(kept, inputs, ones, allow_unused=True)

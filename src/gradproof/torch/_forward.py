@@ -20,6 +20,7 @@ from torch._vmap_internals import _vmap as vmap  # torch's own forward-AD check 
 
 from gradproof._errors import invalid
 from gradproof.torch._common import quiet_forward_mode, quiet_vmap_fallback, to_numpy64
+from gradproof.torch._function_loss import as_outputs
 
 if TYPE_CHECKING:
     from gradproof.torch._function_loss import FunctionLoss
@@ -91,7 +92,7 @@ def output_tangents(
         for position, tangent in tangents.items():
             duals[position] = fwad.make_dual(args[position], tangent)
         loss.reseed()
-        raw = _as_outputs(loss.func(*duals))
+        raw = as_outputs(loss.func(*duals))
         found = []
         for k in loss.kept:
             primal, tangent = fwad.unpack_dual(raw[k])
@@ -151,7 +152,3 @@ def _stack(columns: list[np.ndarray], output: torch.Tensor) -> np.ndarray:
     if not columns:
         return np.zeros((output.numel(), 0))
     return np.stack(columns, axis=1)
-
-
-def _as_outputs(value: Any) -> tuple[Any, ...]:
-    return tuple(value) if isinstance(value, (tuple, list)) else (value,)

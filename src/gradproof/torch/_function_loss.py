@@ -85,7 +85,7 @@ class FunctionLoss:
             self.work[i].requires_grad_(True)
         with torch.enable_grad():
             self.reseed()
-            raw = _as_outputs(self.func(*self.work))
+            raw = as_outputs(self.func(*self.work))
         kept = [
             k
             for k, o in enumerate(raw)
@@ -222,7 +222,7 @@ class FunctionLoss:
 
     def _call(self, args: list[Any]) -> list[torch.Tensor]:
         self.reseed()
-        raw = _as_outputs(self.func(*args))
+        raw = as_outputs(self.func(*args))
         return [raw[k].detach() for k in self.kept]
 
     def _evaluate_batch(self, point: dict[str, np.ndarray]) -> list[torch.Tensor]:
@@ -245,7 +245,7 @@ class FunctionLoss:
             args = list(self.work)
             for i, v in zip(self.checked, values, strict=True):
                 args[i] = v
-            raw = _as_outputs(self.func(*args))
+            raw = as_outputs(self.func(*args))
             return tuple(raw[k] for k in self.kept)
 
         with torch.no_grad(), quiet_vmap_fallback():
@@ -299,5 +299,21 @@ def _point_key(point: dict[str, np.ndarray], names: tuple[str, ...]) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
-def _as_outputs(value: Any) -> tuple[Any, ...]:
-    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+def as_outputs(value: Any) -> tuple[Any, ...]:
+    """``func``'s outputs as a tuple; a complex tensor as its real view (real, imaginary).
+
+    As in torch, a complex output's Jacobian is that of its real and imaginary
+    parts: ``torch.view_as_real`` is differentiable, so the backward is checked
+    through it. A half-precision output (float16, bfloat16, which numpy cannot
+    hold) is widened to float32, exactly and differentiably.
+    """
+    raw = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    return tuple(_real_view(o) for o in raw)
+
+
+def _real_view(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) and value.is_complex() and value.layout == torch.strided:
+        return torch.view_as_real(value.resolve_conj())
+    if isinstance(value, torch.Tensor) and value.dtype in (torch.float16, torch.bfloat16):
+        return value.to(torch.float32)
+    return value

@@ -23,8 +23,13 @@ def checked_inputs(
     *,
     masked: bool | None,
     names: Sequence[str] | None = None,
+    skip_empty: bool = False,
 ) -> CheckedInputs:
-    """The inputs that require grad, named after ``func``'s parameters (or ``names``)."""
+    """The inputs that require grad, named after ``func``'s parameters (or ``names``).
+
+    With ``skip_empty``, inputs with no element are left out (passed through),
+    as torch's Jacobian has no column for them; the result may then be empty.
+    """
     checked = [i for i, v in enumerate(values) if isinstance(v, torch.Tensor) and v.requires_grad]
     if not checked:
         raise invalid(
@@ -36,6 +41,8 @@ def checked_inputs(
     for i in checked:
         _validate_checked(i, values[i], masked)
     own = list(names) if names is not None else input_names(func, len(values))
+    if skip_empty:
+        checked = [i for i in checked if values[i].numel() > 0]
     return CheckedInputs(tuple(checked), tuple(own[i] for i in checked))
 
 
