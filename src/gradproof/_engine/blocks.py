@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 
 from gradproof._engine.diagnose import diagnose, scale_of
-from gradproof._engine.judge import Judged, relative_difference, rms
+from gradproof._engine.judge import Judged, relative_difference, rms, squares
 from gradproof._engine.tree import Block, Layout
 from gradproof._report import BlockResult, ElementResult, Index, Status
 
@@ -44,14 +44,18 @@ def judge_block(
         return block.unravel(int(positions[k]))
 
     wrong = [index(k) for k in np.flatnonzero(judged.wrong).tolist()]
-    unclear = 0 if judged.unclear is None else int(np.sum(judged.unclear))
+    unclear = 0 if judged.unclear is None else int(np.count_nonzero(judged.unclear))
     kinks = tuple(index(k) for k in np.flatnonzero(judged.kink).tolist())
     err = np.abs(g - n)
-    difference = relative_difference(g, n)
+    slope = judged.slope if judged.slope is not None else np.zeros(0)
+    squared = squares(g, n, judged.numeric, slope)  # every norm and rms below, at once
+    difference = relative_difference(g, n, squared)
     floor = max(
-        1e-3 * global_signal, SLOPE_FLOOR * rms(judged.slope) if judged.slope is not None else 0.0
+        1e-3 * global_signal,
+        SLOPE_FLOOR * rms(slope, squared[4]) if judged.slope is not None else 0.0,
     )
-    status, reason = _block_status(g, n, judged.numeric, wrong, difference, tol, floor)
+    signal = max(rms(n, squared[1]), rms(g, squared[0]), floor)
+    status, reason = _block_status(wrong, difference, tol, signal, rms(judged.numeric, squared[3]))
     if status == "pass" and unclear:
         status, reason = (
             "inconclusive",
@@ -81,12 +85,12 @@ def judge_block(
         status=status,
         difference=difference,
         scale=scale_of(g, n),
-        max_abs_error=float(err.max(initial=0.0)),
+        max_abs_error=float(err[worst_k]) if err.size else 0.0,
         worst_index=index(worst_k) if positions.size else (),
         checked=int(positions.size),
         wrong_elements=tuple(wrong),
         kinks=kinks,
-        worst=_worst(block.name, index, g, n, t, judged.kink),
+        worst=_worst(block.name, index, g, n, t, judged.kink, err),
         reason=reason,
         diagnosis=diagnosis,
         sample=_sample(g, n),
@@ -104,18 +108,17 @@ def _sample(g: np.ndarray, n: np.ndarray) -> tuple[tuple[float, float], ...]:
 
 
 def _block_status(
-    g: np.ndarray,
-    n: np.ndarray,
-    t: np.ndarray,
     wrong: list[Index],
     difference: float,
     tol: float | None,
-    floor: float,
+    signal: float,
+    noise: float,
 ) -> tuple[Status, str]:
-    """Fail, pass, or inconclusive where the error bound is large next to the signal.
+    """Fail, pass, or inconclusive where the error bound (rms ``noise``) is large next to
+    the ``signal``.
 
-    The signal is the larger of the gradient and its estimate, but at least
-    ``floor``: a thousandth of the whole gradient's size, and a millionth of the
+    The signal is the larger rms of the gradient and its estimate, but at least a
+    floor: a thousandth of the whole gradient's size, and a millionth of the
     size the loss's derivatives reach nearby (``Judged.slope``), so that a block
     whose derivatives are ~0 (at a minimum) is judged against the loss's scale,
     not against its noise.
@@ -124,8 +127,6 @@ def _block_status(
         return "fail", f"{len(wrong)} element(s) beyond the error model"
     if tol is not None and difference > tol:
         return "fail", f"difference {difference:.3g} > tol {tol:.3g}"
-    signal = max(rms(n), rms(g), floor)
-    noise = rms(t)
     if signal > 0 and noise > INCONCLUSIVE_RATIO * signal:
         return "inconclusive", (
             f"the numerical derivative is too noisy to judge: its error bound is "
@@ -142,10 +143,10 @@ def detectable(tolerance: np.ndarray, g: np.ndarray) -> float | None:
     >>> detectable(np.array([1e-9, 4e-9]), np.array([2.0, -0.5]))
     2e-09
     """
-    largest = float(np.max(np.abs(g), initial=0.0))
+    largest = float(np.abs(g).max()) if g.size else 0.0
     if largest == 0 or not tolerance.size:
         return None
-    return float(np.max(tolerance)) / largest
+    return float(tolerance.max()) / largest
 
 
 def share(part: float, whole: float) -> str:
@@ -165,22 +166,28 @@ def _worst(
     n: np.ndarray,
     t: np.ndarray,
     kink: np.ndarray,
+    err: np.ndarray,
 ) -> tuple[ElementResult, ...]:
-    ratio = np.abs(g - n) / t
+    """The WORST_SHOWN elements furthest beyond their tolerance (``err``: |g - n|)."""
+    ratio = err / t
     order = np.argsort(-ratio, kind="stable")[:WORST_SHOWN]
     out = []
-    for k in order:
-        abs_err = float(abs(g[k] - n[k]))
-        denom = max(abs(float(g[k])), abs(float(n[k])))
+    # As Python floats: the same values as numpy's scalars, at a fraction of their cost.
+    picked = zip(
+        order.tolist(), g[order].tolist(), n[order].tolist(), t[order].tolist(), strict=True
+    )
+    for k, gk, nk, tk in picked:
+        abs_err = abs(gk - nk)
+        denom = max(abs(gk), abs(nk))
         out.append(
             ElementResult(
                 block=name,
-                index=index(int(k)),
-                analytic=float(g[k]),
-                numerical=float(n[k]),
+                index=index(k),
+                analytic=gk,
+                numerical=nk,
                 abs_error=abs_err,
                 rel_error=abs_err / denom if denom > 0 else 0.0,
-                tolerance=float(t[k]),
+                tolerance=tk,
                 note="near a kink" if kink[k] else "",
             )
         )
@@ -245,15 +252,21 @@ def suspects(blocks: list[BlockResult]) -> tuple[str, ...]:
     return tuple(b.name for b in reversed(blocks) if b.status == "fail")
 
 
-def global_signal(g: np.ndarray, n: np.ndarray) -> float:
-    """The size of the whole checked gradient, below which a block's noise is judged."""
-    return max(rms(g), rms(n))
+def global_signal(g: np.ndarray, n: np.ndarray, squared: tuple[float, ...] = ()) -> float:
+    """The size of the whole checked gradient, below which a block's noise is judged.
+
+    ``squared``: :func:`~gradproof._engine.judge.squares` of ``g`` and ``n``, where known.
+    """
+    sg, sn = squared[:2] if squared else (float("nan"),) * 2
+    return max(rms(g, sg), rms(n, sn))
 
 
 def blocks_of(layout: Layout, indices: np.ndarray) -> list[tuple[Block, np.ndarray, np.ndarray]]:
     """For each block: the block, the slice of checked positions, their offsets in it."""
+    edges = [block.start for block in layout.blocks] + [block.stop for block in layout.blocks]
+    found = np.searchsorted(indices, edges).tolist()  # one search for every block's bounds
     out = []
-    for block in layout.blocks:
-        lo, hi = np.searchsorted(indices, [block.start, block.stop])
+    count = len(layout.blocks)
+    for block, lo, hi in zip(layout.blocks, found[:count], found[count:], strict=True):
         out.append((block, np.arange(lo, hi), indices[lo:hi] - block.start))
     return out

@@ -23,7 +23,7 @@ import numpy as np
 
 from gradproof._engine.blocks import SUSPECTS_NOTE, blocks_of, global_signal, judge_block, unchecked
 from gradproof._engine.context import Context, ModeResult
-from gradproof._engine.judge import Judged, judge_elements, relative_difference
+from gradproof._engine.judge import Judged, judge_elements, relative_difference, squares
 from gradproof._engine.noise import raise_unrepeatable
 from gradproof._engine.precision import POINTS, noise_from_table
 from gradproof._engine.schemes import SCHEMES
@@ -215,6 +215,8 @@ def run_coordinates(ctx: Context, wanted: np.ndarray, progress: Any) -> tuple[np
             empty, empty, empty.astype(bool), empty.astype(bool), empty
         )
     indices = np.concatenate(done)
+    if len(parts) == 1 and bool(np.all(indices[1:] > indices[:-1])):
+        return indices, Judged(**_arrays(parts[0]), refined=parts[0].refined)  # sorted already
     order = np.argsort(indices, kind="stable")
     arrays = [_arrays(p) for p in parts]
     judged = Judged(
@@ -246,12 +248,16 @@ def _chunk_size(ctx: Context, remaining: int) -> int:
 
 def coordinate_mode(ctx: Context, mode: str, per_block: int | None, progress: Any) -> ModeResult:
     """Run ``mode="full"`` (``per_block=None``) or ``"sample"``, and judge every block."""
-    wanted = round_robin(stratified_order(ctx.layout, per_block, ctx.seed))
     if mode == "full" and not ctx.budget.limited:
-        wanted = np.sort(wanted)  # cache-friendly, and the notebook's order
+        # Every coordinate, in order (cache-friendly, and the notebook's order): what the
+        # stratified order sorts to, without drawing it.
+        wanted = np.arange(ctx.theta.size, dtype=np.int64)
+    else:
+        wanted = round_robin(stratified_order(ctx.layout, per_block, ctx.seed))
     indices, judged = run_coordinates(ctx, wanted, progress)
     g, theta = ctx.g[indices], ctx.theta[indices]
-    signal = global_signal(g, judged.numerical)
+    squared = squares(g, judged.numerical)
+    signal = global_signal(g, judged.numerical, squared)
     blocks: list[BlockResult] = []
     for block, sl, positions in blocks_of(ctx.layout, indices):
         if positions.size == 0:
@@ -275,7 +281,7 @@ def coordinate_mode(ctx: Context, mode: str, per_block: int | None, progress: An
     extra["checked"] = {b.name: b.checked for b in blocks}
     return ModeResult(
         blocks=tuple(blocks),
-        difference=relative_difference(g, judged.numerical),
+        difference=relative_difference(g, judged.numerical, squared),
         notes=_notes(judged, blocks),
         coverage=coverage,
         miss_probability=miss,
@@ -358,8 +364,7 @@ def _partial_coverage(
 
 
 def _slice_judged(judged: Judged, sl: np.ndarray) -> Judged:
-    return replace(
-        judged,
+    return Judged(  # built directly: dataclasses.replace costs more than the slicing
         numerical=judged.numerical[sl],
         tolerance=judged.tolerance[sl],
         wrong=judged.wrong[sl],
@@ -367,6 +372,7 @@ def _slice_judged(judged: Judged, sl: np.ndarray) -> Judged:
         numeric_tolerance=judged.numeric[sl],
         slope=None if judged.slope is None else judged.slope[sl],
         unclear=None if judged.unclear is None else judged.unclear[sl],
+        refined=judged.refined,
     )
 
 

@@ -52,23 +52,52 @@ class Judged:
         return self.tolerance if self.numeric_tolerance is None else self.numeric_tolerance
 
 
-def relative_difference(g: np.ndarray, n: np.ndarray) -> float:
+def relative_difference(
+    g: np.ndarray, n: np.ndarray, squared: tuple[float, ...] | None = None
+) -> float:
     """The notebook's ``||g - n||_2 / (||g||_2 + ||n||_2)``, 0 where both are 0.
 
     Computed without overflow at any scale (a gradient of 1e200 gives a
     difference near 1, not NaN); an infinite numerical derivative gives 1.
+    ``squared``: :func:`squares` of ``g`` and ``n``, where the caller has them.
 
     >>> relative_difference(np.full(2, 1e200), np.ones(2))
     1.0
     """
+    sg, sn, sd = (squared or squares(g, n))[:3]
+    if math.isfinite(sg) and math.isfinite(sn) and math.isfinite(sd):
+        denom = math.sqrt(sg) + math.sqrt(sn)
+        return math.sqrt(sd) / denom if denom > 0 else 0.0
     with np.errstate(invalid="ignore", over="ignore"):
         denom = norm(g) + norm(n)
         value = norm(g - n) / denom if denom > 0 else 0.0
     return value if math.isfinite(value) else 1.0
 
 
-def norm(x: np.ndarray) -> float:
-    """The 2-norm of ``x``, scaled so that huge elements do not overflow it."""
+def squares(g: np.ndarray, n: np.ndarray, *more: np.ndarray) -> tuple[float, ...]:
+    """The sums of squares of ``g``, ``n``, ``g - n`` and each of ``more``, in one np.errstate.
+
+    Each is what :func:`norm` and :func:`rms` take the root of (``x.dot(x)``, as
+    ``np.linalg.norm`` computes it); inf or nan where one overflows or the array is
+    not float64, and those then take their scaled path. One errstate for all of
+    them: a block's verdict needs several, and entering one costs more than a dot.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        return tuple(_square(x) for x in (g, n, g - n, *more))
+
+
+def _square(x: np.ndarray) -> float:
+    flat = x.ravel(order="K")
+    return float(flat.dot(flat)) if flat.dtype == np.float64 else math.nan
+
+
+def norm(x: np.ndarray, square: float = math.nan) -> float:
+    """The 2-norm of ``x``, scaled so that huge elements do not overflow it.
+
+    ``square``: ``x``'s sum of squares (:func:`squares`), where the caller has it.
+    """
+    if math.isfinite(square):
+        return math.sqrt(square)
     with np.errstate(over="ignore", invalid="ignore"):
         plain = float(np.linalg.norm(x))
     if math.isfinite(plain) or x.size == 0:
@@ -119,10 +148,10 @@ def judge_elements(
             kink[i] = True
     # Where the precision is too coarse to tell a kink from noise (both sides uncertain),
     # an element that lies within a side's own error is neither cleared nor blamed.
-    for i in np.flatnonzero(
-        disagree & ~kink & np.isfinite(est.forward) & np.isfinite(est.backward)
-    ):
-        unclear[i] = _uncertain_side_matches(g[i], est, int(i), max(KINK_SLACK[scheme], rtol))
+    if disagree.any():  # not in the common case, a gradient that agrees everywhere
+        near = disagree & ~kink & np.isfinite(est.forward) & np.isfinite(est.backward)
+        for i in np.flatnonzero(near):
+            unclear[i] = _uncertain_side_matches(g[i], est, int(i), max(KINK_SLACK[scheme], rtol))
     # Non-finite anywhere (an overflowing estimate or tolerance) is never a pass.
     with np.errstate(invalid="ignore"):
         beyond = ~(np.abs(g - n) <= tol) | ~np.isfinite(n) | ~np.isfinite(tol)
@@ -185,13 +214,17 @@ def _kink_side(
     return None
 
 
-def rms(x: np.ndarray) -> float:
-    """The root mean square of ``x`` (0 for an empty array), without overflow."""
+def rms(x: np.ndarray, square: float = math.nan) -> float:
+    """The root mean square of ``x`` (0 for an empty array), without overflow.
+
+    ``square``: ``x``'s sum of squares (:func:`squares`), where the caller has it.
+    """
     flat = x.ravel()
     if not flat.size:
         return 0.0
-    with np.errstate(over="ignore"):
-        square = float(np.dot(flat, flat))
+    if not math.isfinite(square):
+        with np.errstate(over="ignore"):
+            square = float(np.dot(flat, flat))
     if math.isfinite(square):
         return math.sqrt(square / flat.size)
     return norm(flat) / math.sqrt(flat.size)

@@ -40,6 +40,8 @@ from gradproof._errors import NondeterministicLossError
 REPEATS = 3  # evaluations of the loss at the base point before the check
 LARGE_NOISE = 1e4  # noise beyond this many units of roundoff of |J| is measured block by block
 MAX_BLOCKS = 256  # ... where there are at most this many blocks (16 evaluations each)
+EPS64 = float(np.finfo(np.float64).eps)  # looked up once: np.finfo costs microseconds a call
+TINY64 = float(np.finfo(np.float64).tiny)
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,7 @@ def _per_block(
     eps = measured.level.eps
     if noise is not None or len(layout.blocks) < 2 or len(layout.blocks) > MAX_BLOCKS:
         return None
-    if measured.noise <= LARGE_NOISE * eps * max(abs(j0), np.finfo(np.float64).tiny):
+    if measured.noise <= LARGE_NOISE * eps * max(abs(j0), TINY64):
         return None
     spans = [(b.start, b.stop) for b in layout.blocks]
     found = block_noise(evaluator, j0, measured.level, spans)
@@ -141,7 +143,7 @@ def noise_level(
     of repeated calls, and the user's stated noise. The schemes' error bounds
     and the judge's safety factor multiply this further.
     """
-    roundoff = machine_eps * max(abs(j0), np.finfo(np.float64).tiny)
+    roundoff = machine_eps * max(abs(j0), TINY64)
     return max(roundoff, 2 * measured, spread, noise or 0.0)
 
 
@@ -175,7 +177,7 @@ def raise_unrepeatable(ctx: Any, index: int, first: float, again: float) -> None
 
 def _allowed(j0: float, noise: float | None) -> float:
     """How far repeated values may differ: ``noise``, or a few units of roundoff of |J|."""
-    return noise if noise is not None else 32 * np.finfo(np.float64).eps * max(abs(j0), 1e-300)
+    return noise if noise is not None else 32 * EPS64 * max(abs(j0), 1e-300)
 
 
 def _raise_if_noisy(spread: float, j0: float, noise: float | None, values: list[Any]) -> None:
