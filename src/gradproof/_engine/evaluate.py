@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from gradproof._engine.budget import SERIAL_FIX, Limits
+from gradproof._engine.shifts import Fill, as_fill, shift_span, spread
 from gradproof._engine.tree import Layout
 from gradproof._errors import WorkerError, invalid
 
@@ -62,6 +63,8 @@ class Evaluator:
     seconds: float = 0.0  # time spent inside the loss, for budgets and chunk sizes
     limits: Limits = field(default_factory=Limits)  # how long one call of the loss may run
     watch: Any = None  # on a worker process: told what is being evaluated (budget.Watch)
+    # along()'s work buffer: theta, except inside a call (made on first use)
+    _work: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def with_pool(self, pool: Any) -> Evaluator:
         """This evaluator (its counts and timings kept) sending coordinates to ``pool``."""
@@ -146,29 +149,27 @@ class Evaluator:
                 out[row, col] = self._call(point, where, eps_sets_steps)
         return out
 
-    def along(self, span: slice, direction: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    def along(self, span: slice, direction: np.ndarray | Fill, steps: np.ndarray) -> np.ndarray:
         """J(theta + steps[k] * u) for a direction u nonzero only on ``span``; shape (k,).
 
-        Memory O(N): the shift is applied to one private copy and undone after
-        each evaluation (also when the loss raises).
+        ``direction`` is u on the span: an array, or a fill (``shifts.Fill``) that
+        computes it a chunk at a time. No full-size memory per call: the span is
+        shifted in one persistent work buffer (a copy of theta, made once) and put
+        back afterwards, also when the loss raises.
         """
-        k = steps.shape[0]
+        fill = as_fill(direction)
         if self.batched:
-            full = np.zeros_like(self.theta)
-            full[span] = direction
-            return self.directions(full[None, :], steps)[0]
-        out = np.empty(k)
-        work = self.theta.copy()
-        base = self.theta[span]
-        shift = np.empty_like(base)
+            return self.directions(spread(self.theta.size, span, fill)[None, :], steps)[0]
+        out = np.empty(steps.shape[0])
+        if self._work is None:
+            self._work = self.theta.copy()
+        work = self._work
         try:
-            for col in range(k):
-                np.multiply(direction, steps[col], out=shift)
-                np.add(base, shift, out=shift)
-                work[span] = shift
+            for col, step in enumerate(steps):
+                shift_span(work, self.theta, span, fill, step)
                 out[col] = self._call(work, where="a probe direction")
         finally:
-            work[span] = base
+            work[span] = self.theta[span]
         return out
 
     def _coordinates_batched(

@@ -37,6 +37,7 @@ import numpy as np
 from gradproof._engine.context import Context
 from gradproof._engine.judge import judge_elements
 from gradproof._engine.schemes import SCHEMES, default_step
+from gradproof._engine.shifts import CHUNK
 from gradproof._engine.tree import Block
 
 WIDE = 16  # failing halves at one depth beyond which a block counts as wrong throughout
@@ -65,6 +66,32 @@ class Probe:
         return self.analytic - self.numerical
 
 
+@dataclass(frozen=True)
+class Direction:
+    """A probe's direction ``u_i = s_i * max(|theta_i|, 1)`` over one span, never held
+    whole: it is computed a chunk at a time where it is needed."""
+
+    theta: np.ndarray  # the span's base point
+    signs: np.ndarray  # its ±1 signs (int8)
+
+    def fill(self, start: int, out: np.ndarray) -> None:
+        """Write ``u[start : start + out.size]`` into ``out`` (a ``shifts.Fill``)."""
+        stop = start + out.size
+        np.abs(self.theta[start:stop], out=out)
+        np.maximum(out, 1.0, out=out)
+        np.multiply(self.signs[start:stop], out, out=out)
+
+    def dot(self, g: np.ndarray) -> float:
+        """``g . u``, summed per chunk (bit-for-bit ``np.dot`` for a span of one chunk)."""
+        buffer = np.empty(min(CHUNK, g.size))
+        total = 0.0
+        for start in range(0, g.size, CHUNK):
+            part = buffer[: min(g.size, start + CHUNK) - start]
+            self.fill(start, part)
+            total += float(np.dot(g[start : start + part.size], part))
+        return total
+
+
 class Prober:
     """Probes blocks of one check, counting what it spends.
 
@@ -88,30 +115,39 @@ class Prober:
         return self.ctx.budget.left(self.ctx.evaluator.evaluations, self.cost * count)
 
     def signs(self, size: int) -> np.ndarray:
-        return self.rng.choice(np.array([-1.0, 1.0]), size=size)
+        """``size`` random ±1, as int8 (an eighth of float64's memory), drawn a chunk at a
+        time: the same signs, and the same generator state after, as one
+        ``rng.choice([-1.0, 1.0], size)``, without its two full-size temporaries."""
+        out = np.empty(size, dtype=np.int8)
+        for start in range(0, size, CHUNK):  # CHUNK is even: draws stay aligned
+            stop = min(size, start + CHUNK)
+            out[start:stop] = self.rng.integers(0, 2, size=stop - start)
+        out *= 2
+        out -= 1
+        return out
 
     def probe(self, lo: int, hi: int, signs: np.ndarray | None = None) -> Probe:
         ctx = self.ctx
         signs = self.signs(hi - lo) if signs is None else signs
-        direction = signs * np.maximum(np.abs(ctx.theta[lo:hi]), 1.0)
-        analytic = float(np.dot(ctx.g[lo:hi], direction))
+        direction = Direction(ctx.theta[lo:hi], signs)
+        analytic = direction.dot(ctx.g[lo:hi])
         positions = slice(lo, hi)
         where = np.array([lo])  # the block holding this probe: its noise bound
         a = np.array([analytic])
         if ctx.adaptive:
-            pair = ctx.evaluator.along(positions, direction, self.steps[:2])
+            pair = ctx.evaluator.along(positions, direction.fill, self.steps[:2])
             estimate = SCHEMES["central"].combine(
                 ctx.j0, pair[None, :], self.steps[None, :2], ctx.noise_at(pair[None, :], where)
             )
             judged = judge_elements(a, estimate, "central", ctx.rtol, ctx.grad_eps)
             if judged.wrong[0] or judged.kink[0]:
-                more = ctx.evaluator.along(positions, direction, self.steps[2:])
+                more = ctx.evaluator.along(positions, direction.fill, self.steps[2:])
                 values = np.concatenate([pair, more])[None, :]
                 noise = ctx.noise_at(values, where)
                 estimate = ctx.scheme.combine(ctx.j0, values, self.steps[None, :], noise)
                 judged = judge_elements(a, estimate, ctx.scheme.name, ctx.rtol, ctx.grad_eps)
         else:
-            values = ctx.evaluator.along(positions, direction, self.steps)
+            values = ctx.evaluator.along(positions, direction.fill, self.steps)
             noise = ctx.noise_at(values[None, :], where)
             estimate = ctx.scheme.combine(ctx.j0, values[None, :], self.steps[None, :], noise)
             judged = judge_elements(a, estimate, ctx.scheme.name, ctx.rtol, ctx.grad_eps)

@@ -38,7 +38,9 @@ def probe_mode(ctx: Context, per_block: int, progress: Any) -> ModeResult:
     run = probe_blocks(ctx, per_block, progress)
     a = np.array([p.analytic for e in run.found for p in e.probes])
     n = np.array([p.numerical for e in run.found for p in e.probes])
-    signal = max(float(np.sqrt(np.mean(ctx.g**2))), 0.0)
+    # rms(g) and max|g| without g-sized temporaries (g**2, abs(g)): the probe's memory
+    # is the parameters' own, however large they are
+    signal = float(np.linalg.norm(ctx.g)) / math.sqrt(max(ctx.g.size, 1))
     blocks = tuple(block_result(ctx, entry, signal) for entry in run.found)
     thresholds = {e.block.name: detectable(e) for e in run.found}
     relative = _relative_thresholds(ctx, run, thresholds)
@@ -77,12 +79,17 @@ def _relative_thresholds(
 ) -> dict[str, float]:
     """Each block's detectable error relative to its largest gradient element; a block whose
     gradient is all zero is measured against the whole gradient's largest element instead."""
-    whole = float(np.max(np.abs(ctx.g), initial=0.0))
+    whole = _largest(ctx.g)
     out = {}
     for e in run.found:
-        largest = float(np.max(np.abs(ctx.g[e.block.start : e.block.stop])))
+        largest = _largest(ctx.g[e.block.start : e.block.stop])
         out[e.block.name] = thresholds[e.block.name] / max(largest or whole, 1e-300)
     return out
+
+
+def _largest(g: np.ndarray) -> float:
+    """max |g_i| (0 for none), from two reductions: no temporary the size of ``g``."""
+    return max(float(np.max(g, initial=0.0)), -float(np.min(g, initial=0.0)))
 
 
 def _coverage(ctx: Context, run: ProbeRun, per_block: int, worst: float) -> str:
