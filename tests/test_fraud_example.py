@@ -38,10 +38,23 @@ def test_test_case_shapes_and_draws(fraud_case):
 
 
 def test_test_case_leaves_global_random_state_alone(fraud_case):
-    state = np.random.get_state()
-    fraud.gradient_check_n_test_case()
-    after = np.random.get_state()
-    assert all(np.array_equal(a, b) for a, b in zip(state[1:2], after[1:2], strict=True))
+    saved = np.random.get_state()
+    try:
+        # A state with every part in use: a position inside the key array and a cached
+        # Gaussian (randn draws normals in pairs), so that reseeding, drawing or
+        # restoring only the keys would each show.
+        np.random.seed(3)
+        np.random.randn(3)
+        state = np.random.get_state()
+        assert state[3] == 1  # has_gauss: the cached Gaussian is in play
+        fraud.gradient_check_n_test_case()
+        after = np.random.get_state()
+    finally:
+        np.random.set_state(saved)
+    name, keys, position, has_gauss, cached = after
+    assert name == state[0] == "MT19937"
+    np.testing.assert_array_equal(keys, state[1])
+    assert (position, has_gauss, cached) == state[2:]
 
 
 def test_vector_round_trip(fraud_case):

@@ -287,3 +287,14 @@ def test_an_error_above_the_stated_limit_is_caught():
     g[i] += 3 * limit * np.max(np.abs(g))
     report = gradproof.check(loss, params, {"W": g})
     assert report.status == "fail" and report.blocks["W"].wrong_elements == (tuple(map(int, i)),)
+
+
+def test_overflowing_finite_differences_fail_quietly_with_a_difference_of_one():
+    # J jumps by 2e308 across a step: the estimate overflows. No warning may escape (the
+    # suite turns warnings into errors), the verdict is fail, and the difference is 1.
+    def loss(p):
+        return 1e308 * float(np.tanh(1e7 * p[0])) + float(p[1])
+
+    report = gradproof.check(loss, np.array([0.0, 2.0]), np.ones(2))
+    assert report.status == "fail"
+    assert report.difference == 1.0

@@ -115,19 +115,63 @@ def test_a_budget_cuts_rounds_and_the_miss_bound_says_so():
     assert "budget" in report.coverage
 
 
-@pytest.mark.parametrize("budget", [21, 35, 49, 77, 119, 161, 203, 301])
-@pytest.mark.parametrize("bug", ["one element", "everywhere"])
-def test_an_evaluation_budget_holds_when_the_gradient_is_wrong(budget, bug):
-    # Failing probes are refined and bisected, and a block wrong everywhere is sampled:
-    # all of it must fit the budget, not only the first round of probes.
+@pytest.mark.parametrize(
+    ("budget", "status", "named", "unresolved"),
+    [
+        (21, "inconclusive", (), []),  # the set-up only: no probe at all
+        (35, "fail", (), [300]),  # one failing probe, no room to bisect it
+        (49, "fail", (), [75]),  # bisection cut short at a quarter of the block
+        (77, "fail", ((123,),), []),
+        (119, "fail", ((123,),), []),
+        (161, "fail", ((123,),), []),
+        (203, "fail", ((123,),), []),
+        (301, "fail", ((123,),), []),
+    ],
+)
+def test_an_evaluation_budget_holds_and_names_the_planted_element_once_it_can(
+    budget, status, named, unresolved
+):
+    # Failing probes are refined and bisected: all of it must fit the budget, not only the
+    # first round of probes, and where the budget allows the bisection, it ends at W[123].
     loss, _, params, grad = sines((("W", (300,)), ("b", (4,))))
-    if bug == "one element":
-        grad["W"][123] *= 1.01
-    else:
-        grad["W"] = 2 * grad["W"]
+    grad["W"][123] *= 1.01
     report = gradproof.check(loss, params, grad, mode="probe", budget=budget)
     assert report.evaluations <= budget
-    assert report.status in ("fail", "inconclusive")
+    assert report.status == status
+    assert report.blocks["W"].wrong_elements == named
+    assert report.extra["unresolved"]["W"] == unresolved
+    if status == "fail":
+        assert report.suspects == ("W",) and report.blocks["b"].status == "pass"
+        kind = "elements" if named else "general"
+        assert report.blocks["W"].diagnosis.kind == kind
+
+
+@pytest.mark.parametrize(
+    ("budget", "status", "sampled"),
+    [
+        (21, "inconclusive", 0),
+        (35, "fail", 0),  # probes only: no room left to sample a coordinate
+        (49, "fail", 0),
+        (77, "fail", 4),
+        (119, "fail", 16),
+        (161, "fail", 16),
+        (203, "fail", 32),  # SAMPLED, the most a block wrong throughout gets
+        (301, "fail", 32),
+    ],
+)
+def test_an_evaluation_budget_holds_when_the_block_is_wrong_everywhere(budget, status, sampled):
+    # A block wrong everywhere is sampled, as many coordinates as the budget leaves room for:
+    # each sampled coordinate is wrong, and the diagnosis is the factor once there is a sample.
+    loss, _, params, grad = sines((("W", (300,)), ("b", (4,))))
+    grad["W"] = 2 * grad["W"]
+    report = gradproof.check(loss, params, grad, mode="probe", budget=budget)
+    assert report.evaluations <= budget
+    assert report.status == status
+    block = report.blocks["W"]
+    assert len(block.wrong_elements) == sampled
+    if status == "fail":
+        assert report.suspects == ("W",) and report.blocks["b"].status == "pass"
+        assert block.diagnosis.kind == ("scale" if sampled else "general")
 
 
 @pytest.mark.parametrize("budget", [20, 1e-9])
@@ -152,7 +196,14 @@ def test_a_block_with_zero_gradient_is_measured_against_the_whole_gradient():
     report = gradproof.check(with_z, params, grad, mode="probe")
     assert report.passed
     relative = report.extra["detectable_relative"]
-    assert 0 < relative["z"] < 1e-3  # a meaningful size, not 1/1e-300
+    # From the error model: z does not enter the loss, so every probe of z sees J(θ) alone;
+    # the central pair's error bound is 2δ / 2h with δ = eps·|J| (one value's roundoff) and
+    # h = eps^(1/3) the default step, and a probe's tolerance is SAFETY = 4 times that. The
+    # block's own gradient is zero, so the size is relative to the whole gradient's largest.
+    eps = np.finfo(float).eps
+    tolerance = 4 * (2 * eps * abs(with_z(params))) / (2 * eps ** (1 / 3))
+    derived = tolerance / max(float(np.max(np.abs(g))) for g in grad.values())
+    assert derived / 3 <= relative["z"] <= 3 * derived  # a 30x finer claim fails
     assert f"{max(relative.values()):.1e}" in report.coverage
 
 

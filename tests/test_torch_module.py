@@ -8,7 +8,6 @@ named by its parameter's name, with the bug's kind.
 from __future__ import annotations
 
 import copy
-import inspect
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -279,10 +278,6 @@ def test_bfloat16_model_is_checked_on_a_float64_copy(data):
         gt.check_module(model, F.mse_loss, *data, dtype="native")
 
 
-@pytest.mark.skipif(
-    "executor" not in inspect.signature(gradproof.check).parameters,
-    reason="this gradproof.check takes no executor= (a thread pool to evaluate in)",
-)
 def test_a_thread_pool_sees_the_same_losses(data):
     # The private copy is shared by the threads: evaluations must not interleave.
     with ThreadPoolExecutor(2) as pool:

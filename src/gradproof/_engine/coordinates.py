@@ -130,8 +130,9 @@ def _near_stationary(
     derivatives are tiny next to the loss's change over the step, the noise is
     measured at θ + h along that coordinate (``POINTS`` evaluations each).
     """
-    secant = np.abs(values[:, 0] - ctx.j0) / np.abs(offsets[:, 0])
-    small = np.maximum(np.abs(g), np.abs(judged.numerical)) <= STATIONARY * secant
+    with np.errstate(over="ignore", invalid="ignore"):
+        secant = np.abs(values[:, 0] - ctx.j0) / np.abs(offsets[:, 0])
+        small = np.maximum(np.abs(g), np.abs(judged.numerical)) <= STATIONARY * secant
     unclear = np.zeros_like(small) if judged.unclear is None else judged.unclear
     rows = np.flatnonzero((judged.wrong | unclear) & ~judged.kink & small)
     if rows.size == 0:

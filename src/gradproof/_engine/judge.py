@@ -70,6 +70,8 @@ def relative_difference(
         return math.sqrt(sd) / denom if denom > 0 else 0.0
     with np.errstate(invalid="ignore", over="ignore"):
         denom = norm(g) + norm(n)
+        if not math.isfinite(denom):  # an infinite or NaN estimate: as far apart as can be
+            return 1.0
         value = norm(g - n) / denom if denom > 0 else 0.0
     return value if math.isfinite(value) else 1.0
 

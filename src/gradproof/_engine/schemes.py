@@ -81,11 +81,14 @@ class Scheme:
 
         ``delta`` bounds the noise in one value: a number, or one per row.
         """
-        if self.name == "central":
-            return _central(j0, values, offsets, delta)
-        if self.name == "richardson":
-            return _richardson(j0, values, offsets, delta)
-        return _complex_step(values, offsets)
+        # Values near overflow make differences overflow: the estimate is then inf or
+        # NaN, which the judge fails (never passes); no warning escapes to the user.
+        with np.errstate(over="ignore", invalid="ignore"):
+            if self.name == "central":
+                return _central(j0, values, offsets, delta)
+            if self.name == "richardson":
+                return _richardson(j0, values, offsets, delta)
+            return _complex_step(values, offsets)
 
 
 def _central(j0: float, values: np.ndarray, offsets: np.ndarray, delta: Noise) -> Estimate:
