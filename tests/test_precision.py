@@ -298,3 +298,13 @@ def test_overflowing_finite_differences_fail_quietly_with_a_difference_of_one():
     report = gradproof.check(loss, np.array([0.0, 2.0]), np.ones(2))
     assert report.status == "fail"
     assert report.difference == 1.0
+
+
+def test_a_float64_loss_of_inputs_cast_to_float16_is_measured_as_float16():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=50)
+    report = gradproof.check(
+        lambda p: float(np.sum(a * p.astype(np.float16).astype(float))), rng.normal(size=50), a
+    )
+    assert report.status != "fail", str(report)
+    assert report.precision.startswith("float16 (measured")

@@ -151,7 +151,7 @@ def block_result(ctx: Context, entry: BlockProbes, signal: float) -> BlockResult
     worst = sorted(elements, key=lambda e: -e.abs_error / max(e.tolerance, 1e-300))
     diagnosis = None
     if status == "fail":
-        diagnosis = _diagnosis(block.name, wrong, entry)
+        diagnosis = _diagnosis(block.name, wrong, entry, ctx.budget.limited)
     return BlockResult(
         name=block.name,
         shape=block.shape,
@@ -190,17 +190,29 @@ def _fail_reason(entry: BlockProbes, wrong: tuple[Index, ...]) -> str:
     return "; ".join(parts)
 
 
-def _diagnosis(name: str, wrong: tuple[Index, ...], entry: BlockProbes) -> Diagnosis:
+def _diagnosis(
+    name: str, wrong: tuple[Index, ...], entry: BlockProbes, limited: bool = True
+) -> Diagnosis:
+    """What a failing probed block looks like; the advice names the budget only if one was set."""
     if wrong:
         return Diagnosis(
             "elements",
             f"{name}: {len(wrong)} element(s) wrong ({listed(wrong)}), the rest match their "
             "probes — look for an indexing or slicing bug, or a special case at these positions",
         )
+    if entry.wide:
+        why = f"the block is wrong throughout ({entry.wide}), and its sampled elements"
+        rerun = "mode='full' shows every element"
+    elif limited:
+        why = "bisection could not isolate single elements within the budget"
+        rerun = "rerun with a larger budget or mode='full'"
+    else:
+        why = "bisection could not isolate single elements"
+        rerun = "rerun with mode='full' to judge every element"
+    if entry.wide:
+        why += " did not show it"
     return Diagnosis(
-        "general",
-        f"{name}: the block's directional derivatives disagree, but bisection could not "
-        "isolate single elements within the budget — rerun with a larger budget or mode='full'",
+        "general", f"{name}: the block's directional derivatives disagree, but {why} — {rerun}"
     )
 
 
@@ -242,7 +254,9 @@ def _sampled_block(ctx: Context, entry: BlockProbes, signal: float) -> BlockResu
     ((_, sl, positions),) = [b for b in blocks_of(ctx.layout, chosen) if b[0] is block]
     result = judge_block(block, positions, ctx.g[chosen], ctx.theta[chosen], judged, signal, None)
     if result.status != "fail":  # the sample missed what the probes saw
-        result = replace(result, status="fail", diagnosis=_diagnosis(block.name, (), entry))
+        result = replace(
+            result, status="fail", diagnosis=_diagnosis(block.name, (), entry, ctx.budget.limited)
+        )
     return replace(
         result,
         checked=block.size,
