@@ -308,3 +308,34 @@ def test_a_float64_loss_of_inputs_cast_to_float16_is_measured_as_float16():
     )
     assert report.status != "fail", str(report)
     assert report.precision.startswith("float16 (measured")
+
+
+def float32_model_with_float64_l2():
+    """A float32 tanh layer plus a float64 L2 term: at tiny steps only the L2 part moves."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(15, 32)).astype(np.float32)
+    dout = rng.normal(size=(15, 16)).astype(np.float32)
+    W = (rng.normal(size=(32, 16)) / 6).astype(np.float32)
+
+    def loss(p):
+        model = float(np.sum(np.tanh(X @ p.astype(np.float32)) * dout)) / 15
+        return model + 1e-3 * float(np.sum(p.astype(np.float64) ** 2))
+
+    def grad(p):
+        t = np.tanh(X @ p.astype(np.float32))
+        return (X.T @ ((1 - t * t) * dout)) / 15 + 2e-3 * p.astype(np.float64)
+
+    return loss, W, grad
+
+
+def test_a_float32_model_with_a_float64_l2_term_is_measured_at_the_step_and_passes():
+    loss, W, grad = float32_model_with_float64_l2()
+    report = gradproof.check(loss, W, grad)
+    assert report.status == "pass", str(report)
+    assert report.precision.startswith("float32 (measured")
+
+
+def test_a_bug_in_a_float32_model_with_a_float64_l2_term_still_fails():
+    loss, W, grad = float32_model_with_float64_l2()
+    report = gradproof.check(loss, W, lambda p: grad(p) * 1.01)
+    assert report.status == "fail" and report.blocks["params"].diagnosis.kind == "scale"

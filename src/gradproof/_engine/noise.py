@@ -28,13 +28,16 @@ import numpy as np
 from gradproof._engine.evaluate import Evaluator
 from gradproof._engine.precision import (
     FLOAT64,
+    LEVELS,
     Level,
     Measured,
     block_noise,
+    finest_explaining,
     level_of,
     measure_precision,
+    noise_at_step,
 )
-from gradproof._engine.tree import Layout
+from gradproof._engine.tree import Layout, float_eps
 from gradproof._errors import NondeterministicLossError
 
 REPEATS = 3  # evaluations of the loss at the base point before the check
@@ -98,10 +101,25 @@ def measure_baseline(
     j0 = float(np.real(values[0]))
     _raise_if_noisy(spread, j0, noise, values)
     measured = measure_precision(evaluator, j0, _output_level(evaluator), flat=flat)
+    measured = _at_step_for_low_precision(evaluator, layout, j0, measured, flat)
     delta = noise_level(j0, spread, measured.noise, measured.level.eps, noise)
     per_block = _per_block(evaluator, layout, j0, measured, spread, noise)
     text = _precision_text(layout, measured)
     return Baseline(j0, spread, delta, text, measured.level, per_block)
+
+
+def _at_step_for_low_precision(
+    evaluator: Evaluator, layout: Layout, j0: float, measured: Measured, flat: bool
+) -> Measured:
+    """Where parameters are below float64 but the loss measured as float64, the noise at the
+    check's own step scale too: a float32 part may hide at tiny steps behind a float64 one."""
+    low = any((float_eps(b.dtype) or 0.0) > FLOAT64.eps for b in layout.blocks)
+    if flat or not low or measured.level is not FLOAT64 or evaluator.theta.size == 0:
+        return measured
+    step = FLOAT64.eps ** (1 / 3)  # the relative step central and Richardson take in float64
+    found, size = noise_at_step(evaluator, j0, step)
+    level = finest_explaining(found, size, list(LEVELS))
+    return Measured(level, max(measured.noise, found), level is not FLOAT64)
 
 
 def _per_block(

@@ -149,7 +149,7 @@ def _escalated(j0: float, table: np.ndarray, noise: float, candidates: list[Leve
     register at float32's spacing).
     """
     size = max(abs(j0), float(np.max(np.abs(table))))
-    found = _finest_explaining(noise, size, candidates)
+    found = finest_explaining(noise, size, candidates)
     grid = _coarsest_representing(np.concatenate([[j0], table.ravel()]), candidates)
     return max(found, grid, key=lambda level: level.eps)
 
@@ -167,6 +167,31 @@ def _table(evaluator: Evaluator, signs: np.ndarray, level: Level) -> np.ndarray:
         where="the noise measurement (tiny steps along random directions)",
         eps_sets_steps=False,
     )
+
+
+def noise_at_step(
+    evaluator: Evaluator, j0: float, step: float, seed: int = 0
+) -> tuple[float, float]:
+    """The noise in J measured at a quarter of the check's relative ``step``, and the
+    size of the values it was measured in (the largest |J| seen).
+
+    A float64 loss that mixes in a float32 part (a float32 model plus a float64
+    L2 term) moves smoothly at tiny steps, where its float32 part is still, and
+    shows that part's rounding only at the scale the check steps at.
+    Cost: ``DIRECTIONS * POINTS`` evaluations.
+    """
+    theta = evaluator.theta
+    rng = np.random.default_rng(seed)
+    signs = rng.integers(0, 2, size=(DIRECTIONS, theta.size)) * 2.0 - 1.0
+    vectors = signs * (step / 4 * np.maximum(np.abs(theta), 1.0))
+    table = evaluator.directions(
+        vectors,
+        np.arange(1.0, POINTS + 1),
+        where="the noise measurement (steps along random directions)",
+        eps_sets_steps=False,
+    )
+    noise = min(noise_from_table(np.concatenate([[j0], row])) for row in table)
+    return noise, max(abs(j0), float(np.max(np.abs(table))))
 
 
 def block_noise(
@@ -208,7 +233,7 @@ def _coarsest_representing(values: np.ndarray, candidates: list[Level]) -> Level
     return candidates[0]
 
 
-def _finest_explaining(noise: float, size: float, candidates: list[Level]) -> Level:
+def finest_explaining(noise: float, size: float, candidates: list[Level]) -> Level:
     """The finest candidate whose epsilon accounts for ``noise`` in values of ``size``."""
     for level in candidates:
         if noise <= NOISE_IN_ULPS * level.eps * max(size, np.finfo(np.float64).tiny):
