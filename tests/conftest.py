@@ -20,3 +20,16 @@ def fraud_case():
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+# A local Dask cluster of two worker processes, for the Dask and fault tests.
+LOCAL_CLUSTER = dict(
+    n_workers=2,
+    threads_per_worker=1,
+    processes=True,
+    host="127.0.0.1",
+    dashboard_address=None,
+    # Without a dashboard the scheduler still serves /health on port 8787, and warns when
+    # another cluster holds that port: any free port on the loopback instead.
+    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+)

@@ -24,6 +24,7 @@ distributed = pytest.importorskip("distributed", reason="needs gradproof[dask]")
 
 import gradproof  # noqa: E402
 import gradproof.dask  # noqa: E402
+from conftest import LOCAL_CLUSTER  # noqa: E402
 from gradproof._engine.evaluate import Evaluator  # noqa: E402
 from gradproof._engine.parallel import PieceExecutor, dumps  # noqa: E402
 from gradproof._engine.tree import flatten  # noqa: E402
@@ -31,16 +32,7 @@ from gradproof.dask import _check as dask_check  # noqa: E402
 from gradproof.dask import _executor  # noqa: E402
 from gradproof.examples import fraud  # noqa: E402
 
-CLUSTER = dict(
-    n_workers=2,
-    threads_per_worker=1,
-    processes=True,
-    host="127.0.0.1",
-    dashboard_address=None,
-    # Without a dashboard the scheduler still serves /health on port 8787, and warns when
-    # another cluster holds that port: any free port on the loopback instead.
-    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-)
+CLUSTER = LOCAL_CLUSTER
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 import gradproof
+from conftest import LOCAL_CLUSTER
 
 WorkerError = gradproof.WorkerError
 
@@ -444,14 +445,7 @@ def dask_client():
     # One retry, so that a task that kills every worker gives up after two deaths.
     with (
         dask.config.set({"distributed.scheduler.allowed-failures": 1}),
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-        ) as cluster,
+        distributed.LocalCluster(**LOCAL_CLUSTER) as cluster,
         distributed.Client(cluster) as client,
     ):
         yield client

@@ -29,7 +29,7 @@ def resolve_gradient(grad: Any, params: Any, layout: Layout) -> tuple[np.ndarray
     """
     if calls_gradient(grad):
         grad = _call_gradient(grad, params)
-    elif not is_structure(grad):
+    elif not _is_structure(grad):
         raise invalid(
             "grad",
             grad,
@@ -72,7 +72,7 @@ def calls_gradient(grad: Any) -> bool:
     return callable(grad) and not isinstance(grad, (np.ndarray, Mapping, list, tuple))
 
 
-def is_structure(grad: Any) -> bool:
+def _is_structure(grad: Any) -> bool:
     import numbers
 
     return isinstance(grad, (np.ndarray, Mapping, list, tuple, numbers.Real)) or hasattr(

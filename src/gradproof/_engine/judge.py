@@ -136,7 +136,6 @@ def judge_elements(
     if grad_eps > 2.0**-52:
         tol += GRAD_ROUNDING * grad_eps * (np.abs(g) + scale)
     kink = np.zeros(n.shape, dtype=bool)
-    unclear = np.zeros(n.shape, dtype=bool)
     with np.errstate(invalid="ignore"):
         disagree = ~(np.abs(g - n) <= tol)
     for i in np.flatnonzero(_nonsmooth(g, est, KINK_SLACK[scheme], rtol)):
@@ -150,33 +149,32 @@ def judge_elements(
             kink[i] = True
     # Where the precision is too coarse to tell a kink from noise (both sides uncertain),
     # an element that lies within a side's own error is neither cleared nor blamed.
-    if disagree.any():  # not in the common case, a gradient that agrees everywhere
-        near = disagree & ~kink & np.isfinite(est.forward) & np.isfinite(est.backward)
-        for i in np.flatnonzero(near):
-            unclear[i] = _uncertain_side_matches(g[i], est, int(i), max(KINK_SLACK[scheme], rtol))
+    unclear = disagree & ~kink & _uncertain_side_matches(g, est, max(KINK_SLACK[scheme], rtol))
     # Non-finite anywhere (an overflowing estimate or tolerance) is never a pass.
     with np.errstate(invalid="ignore"):
         beyond = ~(np.abs(g - n) <= tol) | ~np.isfinite(n) | ~np.isfinite(tol)
     return Judged(n, tol, beyond & ~unclear, kink, numeric, unclear=unclear)
 
 
-def _uncertain_side_matches(g: float, est: Estimate, i: int, slack: float) -> bool:
-    """Near a kink, in a precision too coarse to tell: the noise alone could hide a kink,
-    both one-sided estimates are too uncertain to be informative, yet ``g`` lies within
-    one side's own error bound.
+def _uncertain_side_matches(g: np.ndarray, est: Estimate, slack: float) -> np.ndarray:
+    """Elements near a kink, in a precision too coarse to tell: the noise alone could hide
+    a kink, both one-sided estimates are too uncertain to be informative, yet ``g`` lies
+    within one side's own error bound.
 
     Such an element can be neither cleared nor blamed: its block is inconclusive.
     Where the sides are uncertain from curvature rather than noise (float64 near a
     minimum), the noise is small and this never applies.
     """
-    fwd, bwd = est.forward[i], est.backward[i]
-    size = max(abs(fwd), abs(bwd), abs(g))
-    if SAFETY * 4 * est.roundoff[i] <= slack * size:
-        return False  # the noise is too small to hide a kink: the estimate stands
-    sides = ((est.forward_error[i], fwd), (est.backward_error[i], bwd))
-    if any(err <= 0.1 * size for err, _ in sides):
-        return False  # an informative side exists, and g did not match it
-    return any(abs(g - side) <= SAFETY * err for err, side in sides)
+    fwd, bwd = est.forward, est.backward
+    with np.errstate(invalid="ignore", over="ignore"):
+        size = np.maximum(np.maximum(np.abs(fwd), np.abs(bwd)), np.abs(g))
+        noisy = SAFETY * 4 * est.roundoff > slack * size  # noise could hide a kink
+        # no informative side (one would have been matched, or g is wrong)
+        vague = (est.forward_error > 0.1 * size) & (est.backward_error > 0.1 * size)
+        within = (np.abs(g - fwd) <= SAFETY * est.forward_error) | (
+            np.abs(g - bwd) <= SAFETY * est.backward_error
+        )
+    return noisy & vague & within & np.isfinite(fwd) & np.isfinite(bwd)
 
 
 def _nonsmooth(g: np.ndarray, est: Estimate, slack: float, rtol: float) -> np.ndarray:

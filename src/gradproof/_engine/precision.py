@@ -120,12 +120,12 @@ def measure_precision(
     signs = _direction_signs(theta.size, seed)
     candidates = [level for level in LEVELS if level.eps >= start.eps][: 1 if flat else None]
     for tried, level in enumerate(candidates):
-        table = _table(evaluator, signs, level)
+        table = _table(evaluator, signs, level.spacing, level)
         # Most values unchanged: the steps are mostly below what the loss resolves (a few
         # inputs that round the other way move it), so a coarser precision is tried.
         if np.mean(table == j0) > MOSTLY_STILL:
             continue  # steps below what the loss resolves: try a coarser precision
-        noise = min(noise_from_table(np.concatenate([[j0], values])) for values in table)
+        noise = _table_noise(j0, table)
         if tried == 0:
             return Measured(start, noise, False)  # the loss resolves its return type's steps
         found = _escalated(j0, table, noise, candidates)
@@ -154,19 +154,27 @@ def _escalated(j0: float, table: np.ndarray, noise: float, candidates: list[Leve
     return max(found, grid, key=lambda level: level.eps)
 
 
-def _table(evaluator: Evaluator, signs: np.ndarray, level: Level) -> np.ndarray:
-    """J(θ + k·step) for k = 1..POINTS along each direction, steps representable at ``level``."""
+def _table(
+    evaluator: Evaluator,
+    signs: np.ndarray,
+    spacing: float,
+    grid: Level = FLOAT64,
+    where: str = "the noise measurement (tiny steps along random directions)",
+) -> np.ndarray:
+    """J(θ + k·step) for k = 1..POINTS along each direction, a relative ``spacing`` apart,
+    each step representable on ``grid``'s precision."""
     theta = evaluator.theta
-    magnitude = np.maximum(np.abs(theta), 1.0)
-    vectors = signs * (level.spacing * magnitude)
-    if level.bits < 53:
-        vectors = round_to(theta + vectors, level) - theta
+    vectors = signs * (spacing * np.maximum(np.abs(theta), 1.0))
+    if grid.bits < FLOAT64.bits:
+        vectors = round_to(theta + vectors, grid) - theta
     return evaluator.directions(
-        vectors,
-        np.arange(1.0, POINTS + 1),
-        where="the noise measurement (tiny steps along random directions)",
-        eps_sets_steps=False,
+        vectors, np.arange(1.0, POINTS + 1), where=where, eps_sets_steps=False
     )
+
+
+def _table_noise(j0: float, table: np.ndarray) -> float:
+    """The noise in one value, from a table's rows (each after J(θ)): the quietest row's."""
+    return min(noise_from_table(np.concatenate([[j0], row])) for row in table)
 
 
 def noise_at_step(
@@ -180,18 +188,10 @@ def noise_at_step(
     shows that part's rounding only at the scale the check steps at.
     Cost: ``DIRECTIONS * POINTS`` evaluations.
     """
-    theta = evaluator.theta
-    rng = np.random.default_rng(seed)
-    signs = rng.integers(0, 2, size=(DIRECTIONS, theta.size)) * 2.0 - 1.0
-    vectors = signs * (step / 4 * np.maximum(np.abs(theta), 1.0))
-    table = evaluator.directions(
-        vectors,
-        np.arange(1.0, POINTS + 1),
-        where="the noise measurement (steps along random directions)",
-        eps_sets_steps=False,
-    )
-    noise = min(noise_from_table(np.concatenate([[j0], row])) for row in table)
-    return noise, max(abs(j0), float(np.max(np.abs(table))))
+    signs = _direction_signs(evaluator.theta.size, seed)
+    where = "the noise measurement (steps along random directions)"
+    table = _table(evaluator, signs, step / 4, where=where)
+    return _table_noise(j0, table), max(abs(j0), float(np.max(np.abs(table))))
 
 
 def block_noise(
@@ -209,8 +209,7 @@ def block_noise(
     for lo, hi in spans:
         signs = np.zeros((DIRECTIONS, evaluator.theta.size))
         signs[:, lo:hi] = random_signs(rng, (DIRECTIONS, hi - lo))
-        table = _table(evaluator, signs, level)
-        out.append(min(noise_from_table(np.concatenate([[j0], row])) for row in table))
+        out.append(_table_noise(j0, _table(evaluator, signs, level.spacing, level)))
     return out
 
 
