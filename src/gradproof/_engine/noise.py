@@ -68,11 +68,6 @@ class Baseline:
     # looked large through all of them together); None: ``delta`` holds for every block.
     block_delta: tuple[float, ...] | None = None
 
-    @property
-    def machine_eps(self) -> float:
-        """The epsilon of the precision the loss works in."""
-        return self.level.eps
-
 
 def measure_baseline(
     evaluator: Evaluator,
