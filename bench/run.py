@@ -28,6 +28,10 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import targets  # noqa: E402  (bench/ is a folder of scripts, not a package)
+
 THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 ANCHORS = ("notebook loop", "torch gradcheck", "torch gradcheck fast", "jax check_grads")
 FULL_TOOLS = (
@@ -39,7 +43,10 @@ FULL_TOOLS = (
 )
 QUICK_TOOLS = ("gradproof probe", "torch gradcheck fast", "jax check_grads")
 TOOLS = (*FULL_TOOLS[:3], "gradproof probe", *FULL_TOOLS[3:], *QUICK_TOOLS[1:])
-WORKLOADS = ("fraud", "mlp5k", "mlp92k", "mlp10m")
+# The same torch function, checked by gradproof two ways: gradproof.check on it (wrapped to
+# return a float) and the drop-in gradproof.torch.gradcheck; beside torch's own gradcheck.
+SAME_FUNCTION_TOOLS = ("gradproof full torch loss", "gradproof drop-in", "torch gradcheck")
+WORKLOADS = ("fraud", "mlp5k", "mlp30k", "mlp92k", "mlp10m")
 # The results files kept in bench/ were written when the fraud-detection workload and the
 # notebook's loop had other names; the table shows them under the current ones.
 FORMER_NAMES = {"seeds": "fraud", "seeds loop": "notebook loop"}
@@ -58,11 +65,21 @@ def plan() -> list[tuple[str, str, str]]:
     cells = []
     for w in WORKLOADS:
         for variant in ("correct", "planted"):
-            for tool in TOOLS:
-                if w == "mlp10m" and tool in FULL_TOOLS:
-                    continue
+            for tool in _tools(w):
                 cells.append((tool, w, variant))
     return cells
+
+
+def _tools(workload: str) -> tuple[str, ...]:
+    """The tools run on ``workload``: all of them, but no full check of the 10M model, and
+    at 30k only the same-function comparison (with the batched numpy loss beside it)."""
+    if workload == "mlp10m":
+        return tuple(t for t in TOOLS if t not in FULL_TOOLS)
+    if workload == "mlp30k":
+        return ("gradproof full", "gradproof full batched", *SAME_FUNCTION_TOOLS)
+    if workload == "mlp92k":
+        return (*TOOLS, *SAME_FUNCTION_TOOLS[:2])
+    return TOOLS
 
 
 # ------------------------------------------------------------------- one cell
@@ -105,6 +122,8 @@ def run_cell(tool: str, name: str, variant: str) -> dict[str, Any]:
 
 
 def _tool(tool: str, w: Any, grad: dict[str, Any]) -> tuple[Any, Any]:
+    if tool.startswith("gradproof drop-in"):
+        return _torch(tool, w, grad)
     if tool.startswith("gradproof"):
         return _gradproof(tool, w, grad), lambda: None
     if tool == "notebook loop":
@@ -211,6 +230,8 @@ def _torch(tool: str, w: Any, grad: dict[str, Any]) -> tuple[Any, Any]:
         calls[0] = 0
 
     def run() -> dict[str, Any]:
+        if tool.startswith("gradproof"):
+            return _drop_in(Loss.apply, theta, w, fast="fast" in tool) | {"evaluations": calls[0]}
         try:
             ok = torch.autograd.gradcheck(Loss.apply, (theta,), fast_mode="fast" in tool)
         except torch.autograd.gradcheck.GradcheckError:
@@ -218,6 +239,36 @@ def _torch(tool: str, w: Any, grad: dict[str, Any]) -> tuple[Any, Any]:
         return {"verdict": "pass" if ok else "fail", "evaluations": calls[0]}
 
     return run, setup
+
+
+def _drop_in(func: Any, theta: Any, w: Any, *, fast: bool) -> dict[str, Any]:
+    """``gradproof.torch.gradcheck`` as a torch user calls it; the element its error names.
+
+    The function takes the flat parameter vector ``theta``, so the planted element is
+    named ``theta[k]``, ``k`` its flat position.
+    """
+    import numpy as np
+
+    import gradproof.torch
+
+    try:
+        ok = gradproof.torch.gradcheck(func, (theta,), fast_mode=fast)
+        message = ""
+    except gradproof.torch.GradcheckError as error:
+        ok, message = False, str(error)
+    block, index = w.planted
+    offset = 0
+    for name, value in w.params.items():
+        if name == block:
+            break
+        offset += value.size
+    flat = offset + int(np.ravel_multi_index(index, w.params[block].shape))
+    found = f"theta[{flat}]" in message
+    return {
+        "verdict": "pass" if ok else "fail",
+        "found": found,
+        "found_at": [[block, list(index)]] if found else [],
+    }
 
 
 def _jax(w: Any, grad: dict[str, Any]) -> tuple[Any, Any]:
@@ -293,7 +344,7 @@ def table(results: list[dict[str, Any]]) -> str:
 
 
 def _current_names(result: dict[str, Any]) -> dict[str, Any]:
-    names = {k: FORMER_NAMES.get(result[k], result[k]) for k in ("workload", "tool")}
+    names = {k: FORMER_NAMES.get(result[k], result[k]) for k in ("workload", "tool") if k in result}
     return {**result, **names}
 
 
@@ -311,9 +362,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tools", nargs="*", help="run only these tools (with --only)")
     parser.add_argument("--json", help="write the raw results here")
     parser.add_argument("--table", help="print the table of an earlier run's --json file")
+    parser.add_argument(
+        "--targets",
+        action="store_true",
+        help="also measure probe mode at 10M and 100M and fast mode over op_db, and print "
+        "every target of the benchmarks page, met or not",
+    )
     args = parser.parse_args(argv)
     if args.table:
-        print(table(json.loads(Path(args.table).read_text())))
+        results = [_current_names(r) for r in json.loads(Path(args.table).read_text())]
+        print(table([r for r in results if "variant" in r and r["workload"] in WORKLOADS]))
+        print(targets.table(results))
         return 0
     if args.cell:
         print(json.dumps(run_cell(*args.cell)))
@@ -342,9 +401,14 @@ def main(argv: list[str] | None = None) -> int:
         result.update(tool=tool, workload=name, variant=variant)
         results.append(result)
         print(json.dumps(result), file=sys.stderr, flush=True)
+    if args.targets:
+        results.extend(targets.probe_rows())
+        results.append(targets.fast_mode_row())
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
-    print(table(results))
+    print(table([r for r in results if r["workload"] in WORKLOADS]))
+    if args.targets:
+        print(targets.table(results))
     return 0
 
 
