@@ -5,8 +5,9 @@ Two workloads, the model's parameters and data on ``--device`` (default ``cuda``
 - a 100-128-128-1 tanh MLP (29,569 parameters, batch 64, float64): gradproof's full
   check (``check_module``, perturbations batched with ``torch.func.vmap``) against
   ``torch.autograd.gradcheck`` on the same parameters through ``functional_call``;
-- Linear(10000 x 10000) -> tanh -> Linear (100M float32 parameters, batch 8, checked in float64): probe mode,
-  one weight multiplied by 1.001 in a custom backward, and whether it is named.
+- Linear(10000 x 10000) -> tanh -> Linear (100M float32 parameters, batch 8, checked in
+  float64): probe mode, one weight multiplied by 1.001 in a custom backward, and whether
+  it is named.
 
 Where no CUDA device is present the script says so and exits 0 (``--device cpu --small``
 runs the same code on the CPU at 1/100 of the sizes, to try it)::

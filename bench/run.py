@@ -360,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cell", nargs=3, metavar=("TOOL", "WORKLOAD", "VARIANT"))
     parser.add_argument("--only", nargs="*", help="run only these workloads")
     parser.add_argument("--tools", nargs="*", help="run only these tools (with --only)")
+    parser.add_argument("--planted", action="store_true", help="with --tools: planted too")
     parser.add_argument("--json", help="write the raw results here")
     parser.add_argument("--table", help="print the table of an earlier run's --json file")
     parser.add_argument(
@@ -379,10 +380,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = []
     env = {**os.environ, **THREADS}
+    variants = ("correct", "planted") if args.planted else ("correct",)
     cells = (
         plan()
         if not args.tools
-        else [(tool, name, "correct") for name in args.only or WORKLOADS for tool in args.tools]
+        else [
+            (tool, name, variant)
+            for name in args.only or WORKLOADS
+            for variant in variants
+            for tool in args.tools
+        ]
     )
     for tool, name, variant in cells:
         if args.only and name not in args.only:
