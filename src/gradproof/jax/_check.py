@@ -21,6 +21,8 @@ from gradproof.jax._orders import (
     primal_mismatch,
     validate,
 )
+from gradproof.jax._outputs import scalar
+from gradproof.jax._rule import JaxRule, central_differences
 from gradproof.jax._tree import Pytree, split
 from gradproof.jax._x64 import float64
 
@@ -50,6 +52,9 @@ def check(
     *,
     order: int = 1,
     modes: tuple[str, ...] = ("rev",),
+    atol: float | None = None,
+    rtol: float | None = None,
+    eps: float | None = None,
     evaluation: Evaluation = "auto",
     **options: Any,
 ) -> Report:
@@ -61,19 +66,40 @@ def check(
     switched on for the check and restored afterwards, also on error); float32
     parameters are checked at their float64 values. ``params`` is never modified.
 
+    Complex leaves are checked as ``check_grads`` checks them, as pairs of real
+    coordinates (``"z"``'s element ``[2, 1]`` is the imaginary part of ``z[2]``).
+    ``jax.grad`` of a real ``f`` returns ``∂f/∂x − i·∂f/∂y`` for ``z = x + iy``
+    (JAX's convention); gradproof conjugates it to ``∂f/∂x + i·∂f/∂y`` (torch's,
+    which :func:`gradproof.check` takes), so a rule that forgets a ``conj()``
+    fails with the diagnosis ``"conjugate"``.
+
     Args:
-        f: ``f(params) -> scalar``, written with ``jax.numpy``.
+        f: ``f(params)``, written with ``jax.numpy``. A real scalar output is
+            differentiated as it is; any other output (an array, complex, a
+            pytree of them) through a seeded random projection
+            ``Re(Σ conj(v)·f(params))``, as ``check_grads`` checks one random
+            cotangent; a note in the report says so.
         params: a pytree: dicts, lists, tuples, registered dataclasses or
-            equinox-style modules. Each floating-point leaf is a block, named
-            by its path (``"layers.0.W"``, ``"encoder.weight"``); other leaves
-            (integer arrays, Python ints, functions) are held fixed.
+            equinox-style modules. Each floating-point or complex leaf is a
+            block, named by its path (``"layers.0.W"``, ``"encoder.weight"``);
+            other leaves (integer arrays, Python ints, functions) are held fixed.
         order: the highest derivative checked, 1 to 3, as in ``check_grads``:
             order 2 checks Hessian-vector products (the derivative of the
             gradient along a random direction), so a rule whose derivative is
             right but not differentiable (a ``stop_gradient`` inside) fails.
         modes: ``("rev",)`` checks ``jax.grad`` (your ``custom_vjp`` rules),
-            ``("fwd",)`` ``jax.jacfwd`` (your ``custom_jvp`` rules), or both.
-            Each checks, too, that a custom rule's primal output equals ``f``.
+            ``("fwd",)`` forward mode, ``jax.jvp`` along every coordinate (your
+            ``custom_jvp`` rules), or both. Each checks, too, that a custom
+            rule's primal output equals ``f``.
+        atol, rtol: ``check_grads``' rule, where either is given: an element
+            fails when ``|analytic - numerical| > atol + rtol * |numerical|``,
+            ``numerical`` by central differences of step ``eps`` (1e-4, as in
+            ``check_grads``, where ``eps`` is not given); the one not given is
+            1e-5, ``check_grads``' default for float64. The rule then decides
+            the verdict, and the report names the elements that break it.
+            Default (both None): gradproof's error model judges each element.
+        eps: a fixed finite-difference step (see :func:`gradproof.check`);
+            default: a step scaled to each coordinate.
         evaluation: how ``f`` is evaluated at the perturbed parameters.
             ``"vmap"``: ``jax.jit(jax.vmap(f))`` over many parameter sets per
             call (best on GPU and TPU); ``"map"``: ``jax.jit`` of
@@ -83,7 +109,7 @@ def check(
             ``"map"`` on the CPU backend, ``"vmap"`` on others; ``"jit"``:
             ``jax.jit(f)``, one parameter set per call; ``"eager"``: ``f``
             itself, one set per call, for functions ``jax.jit`` cannot trace.
-        **options: the options of :func:`gradproof.check`: ``eps``, ``tol``,
+        **options: the other options of :func:`gradproof.check`: ``tol``,
             ``scheme``, ``noise``, ``mode`` (``"full"``, ``"sample"``,
             ``"probe"``), ``samples``, ``seed``, ``budget``, ``progress``.
 
@@ -102,39 +128,40 @@ def check(
     ...                              {"w": jnp.array([1.0, 2.0, 3.0])})
     >>> report.status, report.suspects, report.blocks["w"].diagnosis.kind
     ('fail', ('w',), 'scale')
+    >>> gradproof.jax.check(lambda p: jnp.sum(square(p["w"])), {"w": jnp.ones(3)},
+    ...                     atol=1e-5).blocks["w"].reason[:44]
+    "w: 3 element(s) beyond check_grads' bound at"
     """
-    validate_callable("f", f, "pass a function f(params) -> scalar written with jax.numpy")
+    validate_callable("f", f, "pass a function f(params) written with jax.numpy")
     _validate_options(evaluation, options)
     chosen_modes = validate(order, modes)
+    rule = JaxRule.given(atol, rtol, eps)
     tree = split(params)
     chosen = evaluation
     if evaluation == "auto":
         chosen = "map" if jax.default_backend() == "cpu" else "vmap"
+    options = {**options, "eps": eps}
+    seed = int(options.get("seed", 0) or 0)
     with float64():
-        base = _Problem(_of_blocks(f, tree), tree, chosen, requested=evaluation)
-        point = base.point()
-        base.validate_output(point)
+        point = _point(tree)
+        of_blocks, projected = scalar(_of_blocks(f, tree), point, seed)
         try:
-            mismatch = primal_mismatch(base.of_blocks, point, chosen_modes)
+            mismatch = primal_mismatch(of_blocks, point, chosen_modes)
         except UNTRACEABLE as error:
             raise untraceable(error) from error
-        seed = int(options.get("seed", 0) or 0)
         reports = []
-        for derivative in derivatives(base.of_blocks, point, order, chosen_modes, seed):
+        for derivative in derivatives(of_blocks, point, order, chosen_modes, seed):
             problem = _Problem(
                 derivative.h, tree, chosen, requested=evaluation, mode=derivative.mode
             )
-            report = gradproof.check(
-                problem.loss,
-                tree.blocks(),
-                problem.gradient(),
-                batched=chosen in BATCHED,
-                **options,
-            )
+            report = problem.check(rule, options)
             reports.append((derivative, report))
             if not report.passed:
                 break
-    return _with_notes(_combined(reports, mismatch), tree)
+    report = _combined(reports, mismatch)
+    if projected:
+        report = dataclasses.replace(report, notes=(*report.notes, projected))
+    return _with_notes(report, tree)
 
 
 def untraceable(error: Exception) -> Exception:
@@ -208,21 +235,29 @@ class _Problem:
             self.batch = jax.jit(lambda values: jax.lax.map(of_blocks, values))
         else:
             self.batch = jax.jit(jax.vmap(of_blocks))
-        self.requested = requested
+        self.requested, self.evaluation = requested, evaluation
         self.pieces = PIECES.get(evaluation, (1,))
 
-    def point(self) -> list[Any]:
-        return [jnp.asarray(np.asarray(v, dtype=np.float64)) for v in self.tree.blocks().values()]
+    def check(self, rule: JaxRule | None, options: dict[str, Any]) -> Report:
+        """gradproof's check of this derivative; ``check_grads``' rule decides where given."""
+        gradient = self.gradient()
+        blocks = self.tree.blocks()
+        batched = self.evaluation in BATCHED
+        report = gradproof.check(self.loss, blocks, gradient, batched=batched, **options)
+        if rule is None:
+            return report
+        numerical = central_differences(self.loss, _float64(blocks), rule.eps, batched=batched)
+        return rule.judge(report, gradient, numerical)
 
     def gradient(self) -> dict[str, np.ndarray]:
-        """``jax.grad(f)`` at the float64 parameters, by block name."""
-        point = self.point()
+        """JAX's gradient at the float64 parameters, by block name (``∂/∂x + i·∂/∂y``)."""
+        point = _point(self.tree)
         try:
             grads = self.differentiate(self.of_blocks)(point)
         except UNTRACEABLE as error:
             raise untraceable(error) from error
         return {
-            name: np.asarray(g, dtype=np.float64)
+            name: np.asarray(g, dtype=np.complex128 if np.iscomplexobj(g) else np.float64)
             for name, g in zip(self.tree.block_names, grads, strict=True)
         }
 
@@ -263,16 +298,18 @@ class _Problem:
                 start = stop
             return np.concatenate([np.asarray(p) for p in pieces])[:n]
 
-    def validate_output(self, point: list[Any]) -> None:
-        out = self.of_blocks(point)  # eagerly: no compilation spent on a bad output
-        dtype = getattr(out, "dtype", np.asarray(out).dtype)
-        if np.shape(out) != () or not jnp.issubdtype(dtype, jnp.floating):
-            raise invalid(
-                "f",
-                f"an output of shape {np.shape(out)} and dtype {dtype}",
-                "must return a real scalar: jax.grad differentiates scalar outputs only",
-                "reduce the output to one number, e.g. with jnp.sum or jnp.mean",
-            )
+
+def _float64(blocks: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The blocks in float64 (complex128 for complex ones), where the check computes."""
+    return {
+        name: np.asarray(b, dtype=np.complex128 if np.iscomplexobj(b) else np.float64)
+        for name, b in blocks.items()
+    }
+
+
+def _point(tree: Pytree) -> list[Any]:
+    """The checked blocks as JAX float64 (complex128) arrays, in order."""
+    return [jnp.asarray(b) for b in _float64(tree.blocks()).values()]
 
 
 def _pieces(n: int, sizes: tuple[int, ...]) -> list[int]:

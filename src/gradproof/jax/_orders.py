@@ -3,7 +3,9 @@
 The k-th derivative is checked through a scalar function whose gradient it is:
 ``h_1 = f`` and ``h_k(x) = <D h_{k-1}(x), u_{k-1}>`` for a fixed random direction
 ``u_{k-1}``, where ``D`` is JAX's gradient in the mode being checked
-(``jax.grad`` for ``"rev"``, ``jax.jacfwd`` for ``"fwd"``). The gradient of
+(``jax.grad`` for ``"rev"``, ``jax.jvp`` per coordinate for ``"fwd"``; see
+:mod:`gradproof.jax._gradients` for complex blocks, whose directions are
+complex and whose ``<., .>`` is the real inner product). The gradient of
 ``h_k`` is then the k-th derivative contracted with ``u_1 ... u_{k-1}``: a
 Hessian-vector product at order 2. Each ``h_k`` is evaluated with JAX's own
 (lower-order) derivatives and differentiated numerically by gradproof, so a
@@ -22,11 +24,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradproof._errors import invalid
+from gradproof.jax._gradients import forward, reverse
 
 MODES = ("fwd", "rev")
 ORDERS = (1, 2, 3)
-DIFFERENTIATE: dict[str, Callable[..., Any]] = {"rev": jax.grad, "fwd": jax.jacfwd}
-WORDS = {"rev": "reverse mode (jax.grad)", "fwd": "forward mode (jax.jacfwd)"}
+DIFFERENTIATE: dict[str, Callable[..., Any]] = {
+    "rev": reverse,
+    "fwd": forward,
+}
+WORDS = {"rev": "reverse mode (jax.grad)", "fwd": "forward mode (jax.jvp)"}
 
 Scalar = Callable[[list[Any]], Any]  # a function of the checked blocks, in order
 
@@ -77,7 +83,10 @@ def derivatives(
 
 
 def _contracted(h: Scalar, differentiate: Callable[..., Any], u: list[Any]) -> Scalar:
-    """``x -> <D h(x), u>``: a scalar whose gradient is the next derivative along ``u``."""
+    """``x -> <D h(x), u>``: a scalar whose gradient is the next derivative along ``u``.
+
+    ``Re(vdot(g, u))`` is the derivative along ``u``, complex blocks included.
+    """
     gradient = differentiate(h)
 
     def next_h(values: list[Any]) -> Any:
@@ -88,9 +97,15 @@ def _contracted(h: Scalar, differentiate: Callable[..., Any], u: list[Any]) -> S
 
 
 def _direction(point: list[Any], seed: int) -> list[Any]:
-    """A seeded random direction, one array per block, in float64."""
+    """A seeded random direction, one array per block, in float64 (complex128 for complex)."""
     rng = np.random.default_rng(seed)
-    return [jnp.asarray(rng.standard_normal(np.shape(p))) for p in point]
+    out = []
+    for p in point:
+        u = rng.standard_normal(np.shape(p))
+        if np.iscomplexobj(p):
+            u = u + 1j * rng.standard_normal(np.shape(p))
+        out.append(jnp.asarray(u))
+    return out
 
 
 def primal_mismatch(of_blocks: Scalar, point: list[Any], modes: tuple[str, ...]) -> str:

@@ -1,12 +1,12 @@
 """JAX pytrees as gradproof blocks: names from key paths, floating leaves checked.
 
-Every floating-point leaf of the pytree (a JAX or numpy float array, or a Python
-float) is a block, named by its key path: ``"layers.0.W"`` for dicts, lists and
-tuples, attribute names for registered dataclasses and equinox-style modules
-(``"encoder.weight"``). Other leaves (integer arrays, Python ints, functions)
-are held fixed, as ``equinox.filter_grad`` does. Blocks are listed in the
-user's order (a dict's insertion order, not JAX's sorted keys), so a report's
-table reads like the model.
+Every floating-point or complex leaf of the pytree (a JAX or numpy float or
+complex array, or a Python float or complex) is a block, named by its key path:
+``"layers.0.W"`` for dicts, lists and tuples, attribute names for registered
+dataclasses and equinox-style modules (``"encoder.weight"``). Other leaves
+(integer arrays, Python ints, functions) are held fixed, as
+``equinox.filter_grad`` does. Blocks are listed in the user's order (a dict's
+insertion order, not JAX's sorted keys), so a report's table reads like the model.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ tree_util = jax.tree_util
 
 @dataclass(frozen=True)
 class Pytree:
-    """A pytree split into checked (floating-point) leaves and fixed ones."""
+    """A pytree split into checked (floating-point or complex) leaves and fixed ones."""
 
     treedef: Any
     leaves: tuple[Any, ...]  # every leaf, in JAX's flattening order
     names: tuple[str, ...]  # the name of every leaf, same order
-    checked: tuple[int, ...]  # positions of the floating leaves, in the user's order
+    checked: tuple[int, ...]  # positions of the checked leaves, in the user's order
 
     @property
     def block_names(self) -> tuple[str, ...]:
@@ -41,7 +41,7 @@ class Pytree:
 
     @property
     def fixed_names(self) -> tuple[str, ...]:
-        """Names of the leaves held fixed (not floating point)."""
+        """Names of the leaves held fixed (neither floating point nor complex)."""
         chosen = set(self.checked)
         return tuple(n for i, n in enumerate(self.names) if i not in chosen)
 
@@ -61,12 +61,12 @@ def split(params: Any) -> Pytree:
     """Name and classify the leaves of ``params``.
 
     Raises:
-        InvalidArgument: a complex leaf, or no floating-point leaf at all.
+        InvalidArgument: no floating-point or complex leaf at all.
 
     >>> import numpy as np
-    >>> tree = split({"b": np.zeros(2), "W": np.ones((2, 3)), "steps": 3})
+    >>> tree = split({"b": np.zeros(2), "z": np.ones(2, complex), "steps": 3})
     >>> tree.block_names, tree.fixed_names
-    (('b', 'W'), ('steps',))
+    (('b', 'z'), ('steps',))
     """
     found: list[tuple[tuple[str, ...], tuple[int, ...], Any]] = []
     _walk(params, (), (), found)
@@ -81,13 +81,13 @@ def split(params: Any) -> Pytree:
     names = _unique([".".join(parts) if parts else "params" for parts, _, _ in found])
     checked = []
     for position, (_, _, leaf) in enumerate(found):
-        if _is_floating(leaf, names[position]):
+        if _is_checked(leaf):
             checked.append(position)
     if not checked:
         raise invalid(
             "params",
             params,
-            "holds no floating-point leaf to differentiate",
+            "holds no floating-point or complex leaf to differentiate",
             "pass a pytree (dict, list, tuple, registered dataclass or module) of float arrays",
         )
     checked.sort(key=lambda position: found[position][1])
@@ -148,28 +148,22 @@ def _unique(names: list[str]) -> list[str]:
     return out
 
 
-def _is_floating(leaf: Any, name: str) -> bool:
+def _is_checked(leaf: Any) -> bool:
+    """Whether ``leaf`` is differentiated: a float or complex array or Python number."""
     if isinstance(leaf, (bool, np.bool_)):
         return False
     if isinstance(leaf, numbers.Integral):
         return False
-    if isinstance(leaf, numbers.Real):
+    if isinstance(leaf, numbers.Complex):  # a Python float or complex
         return True
     dtype = getattr(leaf, "dtype", None)
     if dtype is None:
         return False
-    if jnp.issubdtype(dtype, jnp.complexfloating):
-        raise invalid(
-            f"params block '{name}'",
-            leaf,
-            f"has dtype {dtype}, but gradients are checked for real parameters only",
-            "split a complex parameter into real and imaginary float arrays",
-        )
-    return bool(jnp.issubdtype(dtype, jnp.floating))
+    return bool(jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.complexfloating))
 
 
 def _as_numpy(leaf: Any) -> np.ndarray:
     array = np.asarray(leaf)
-    if array.dtype.kind != "f":  # bfloat16 and other JAX-only floats
+    if array.dtype.kind not in "fc":  # bfloat16 and other JAX-only floats
         array = np.asarray(leaf, dtype=np.float32)
     return array
