@@ -357,9 +357,9 @@ MUTANTS: tuple[Mutant, ...] = (
     # ------------------------------------------------------------- evaluate.py
     M(
         "E1",
-        "shifts.py",
-        "np.add(theta[start:stop], part, out=work[start:stop])",
-        "np.subtract(theta[start:stop], part, out=work[start:stop])",
+        "probe.py",
+        "np.add(theta, scratch, out=out)",
+        "np.subtract(theta, scratch, out=out)",
         "probe directions walk the wrong way: every probe's estimate has the wrong sign",
     ),
     M(
@@ -529,8 +529,8 @@ MUTANTS: tuple[Mutant, ...] = (
     M(
         "R4",
         "probe.py",
-        "out[start:stop] = self.rng.integers(0, 2, size=stop - start)",
-        "out[start:stop] = 1",
+        "return Signs.draw(self.rng, size)",
+        "return Signs(np.full(-(-size // 8), 255, np.uint8), 0, size)",
         "all-plus directions: two errors that cancel are never seen",
     ),
     M(

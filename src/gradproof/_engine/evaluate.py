@@ -17,14 +17,14 @@ import inspect
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from gradproof._engine.budget import SERIAL_FIX, Limits
-from gradproof._engine.shifts import Fill, as_fill, shift_span, spread
+from gradproof._engine.shifts import Along, as_along, shift_span
 from gradproof._engine.tree import Layout
 from gradproof._errors import WorkerError, invalid
 
@@ -63,7 +63,7 @@ class Evaluator:
     seconds: float = 0.0  # time spent inside the loss, for budgets and chunk sizes
     limits: Limits = field(default_factory=Limits)  # how long one call of the loss may run
     watch: Any = None  # on a worker process: told what is being evaluated (budget.Watch)
-    # along()'s work buffer: theta, except inside a call (made on first use)
+    # The work buffer of directions() and coordinates(): theta, except inside a call
     _work: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def with_pool(self, pool: Any) -> Evaluator:
@@ -102,7 +102,8 @@ class Evaluator:
             return out
         if self.batched:
             return self._coordinates_batched(indices, offsets, out)
-        work = self.theta.astype(out.dtype, copy=True)
+        # Real offsets shift the work buffer; complex ones a complex copy of theta.
+        work = self._buffer() if out.dtype == np.float64 else self.theta.astype(out.dtype)
         for row, index in enumerate(indices):
             original = work[index]
             try:
@@ -115,61 +116,66 @@ class Evaluator:
 
     def directions(
         self,
-        vectors: np.ndarray,
+        vectors: np.ndarray | Sequence[np.ndarray | Along],
         steps: np.ndarray,
         where: str = "a probe direction",
         eps_sets_steps: bool = True,
+        span: slice | None = None,
     ) -> np.ndarray:
         """J(theta + steps[k] * vectors[d]) for every direction d and step k; shape (d, k).
 
+        Each direction is nonzero only on ``span`` (default: all), given there as an
+        array or a ``shifts.Along`` computed a chunk at a time. No full-size memory per
+        call: each point is written a chunk at a time into one work buffer (a copy of
+        theta, made once), whose span is put back after, also when the loss raises.
         ``where`` names these points in an error about the loss's value there;
-        ``eps_sets_steps=False`` keeps that error from suggesting a smaller ``eps``
-        (the noise measurement's steps do not depend on it).
+        ``eps_sets_steps=False``: that error does not suggest a smaller ``eps``.
         """
-        d, k = vectors.shape[0], steps.shape[0]
-        out = np.empty((d, k))
+        span = slice(0, self.theta.size) if span is None else span
+        alongs = [as_along(v) for v in vectors]
         if self.batched:
-            rows_per_chunk = max(1, self.chunk_elements // max(1, self.theta.size))
-            pairs = [(row, col) for row in range(d) for col in range(k)]
-            for lo in range(0, len(pairs), rows_per_chunk):
-                chunk = pairs[lo : lo + rows_per_chunk]
-                points = np.empty((len(chunk), self.theta.size))
-                for r, (row, col) in enumerate(chunk):
-                    np.multiply(vectors[row], steps[col], out=points[r])
-                    points[r] += self.theta
-                values = self._call_batch(points)
-                for r, (row, col) in enumerate(chunk):
-                    out[row, col] = values[r]
-            return out
-        point = np.empty_like(self.theta)
-        for row in range(d):
-            for col in range(k):
-                np.multiply(vectors[row], steps[col], out=point)
-                point += self.theta
-                out[row, col] = self._call(point, where, eps_sets_steps)
-        return out
-
-    def along(self, span: slice, direction: np.ndarray | Fill, steps: np.ndarray) -> np.ndarray:
-        """J(theta + steps[k] * u) for a direction u nonzero only on ``span``; shape (k,).
-
-        ``direction`` is u on the span: an array, or a fill (``shifts.Fill``) that
-        computes it a chunk at a time. No full-size memory per call: the span is
-        shifted in one persistent work buffer (a copy of theta, made once) and put
-        back afterwards, also when the loss raises.
-        """
-        fill = as_fill(direction)
-        if self.batched:
-            return self.directions(spread(self.theta.size, span, fill)[None, :], steps)[0]
-        out = np.empty(steps.shape[0])
-        if self._work is None:
-            self._work = self.theta.copy()
-        work = self._work
+            return self._directions_batched(alongs, steps, span)
+        out = np.empty((len(alongs), steps.shape[0]))
+        work = self._buffer()
         try:
-            for col, step in enumerate(steps):
-                shift_span(work, self.theta, span, fill, step)
-                out[col] = self._call(work, where="a probe direction")
+            for row, along in enumerate(alongs):
+                for col, step in enumerate(steps):
+                    shift_span(work, self.theta, span, along, step)
+                    out[row, col] = self._call(work, where, eps_sets_steps)
         finally:
             work[span] = self.theta[span]
+        return out
+
+    def along(self, span: slice, direction: np.ndarray | Along, steps: np.ndarray) -> np.ndarray:
+        """J(theta + steps[k] * u) for a direction u nonzero only on ``span``; shape (k,).
+
+        ``direction`` is u on the span: an array, or an ``Along`` that computes it a
+        chunk at a time (see :meth:`directions`).
+        """
+        return self.directions([direction], steps, span=span)[0]
+
+    def _buffer(self) -> np.ndarray:
+        """The work buffer: equal to theta except inside a call (made on first use)."""
+        self._work = self.theta.copy() if self._work is None else self._work
+        return self._work
+
+    def _directions_batched(
+        self, alongs: list[Along], steps: np.ndarray, span: slice
+    ) -> np.ndarray:
+        """:meth:`directions` for a batched loss: points in chunks of rows, each row theta
+        with its span shifted in place (one buffer of rows, filled with theta once)."""
+        out = np.empty((len(alongs), steps.shape[0]))
+        pairs = [(row, col) for row in range(len(alongs)) for col in range(steps.shape[0])]
+        rows_per_chunk = max(1, self.chunk_elements // max(1, self.theta.size))
+        points = np.empty((min(rows_per_chunk, len(pairs)), self.theta.size))
+        points[...] = self.theta
+        for lo in range(0, len(pairs), rows_per_chunk):
+            chunk = pairs[lo : lo + rows_per_chunk]
+            for r, (row, col) in enumerate(chunk):
+                shift_span(points[r], self.theta, span, alongs[row], steps[col])
+            values = self._call_batch(points[: len(chunk)])
+            for r, (row, col) in enumerate(chunk):
+                out[row, col] = values[r]
         return out
 
     def _coordinates_batched(

@@ -154,6 +154,10 @@ def _match_blocks(layout: Layout, glayout: Layout, gflat: np.ndarray) -> np.ndar
                 "(check for a missing sum over the batch axis, or a transpose)",
             )
         pieces.append(gflat[gblock.start : gblock.stop])
+    if all(by_path[b.path].start == b.start for b in layout.blocks) and gflat.size == sum(
+        b.stop - b.start for b in layout.blocks
+    ):
+        return gflat  # already in the layout's order: no second full-size copy
     return np.concatenate(pieces)
 
 

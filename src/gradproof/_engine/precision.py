@@ -30,6 +30,7 @@ from statistics import median
 import numpy as np
 
 from gradproof._engine.evaluate import Evaluator
+from gradproof._engine.shifts import Along, Signs
 
 POINTS = 8  # steps along each direction
 MOSTLY_STILL = 0.5  # a table with more values equal to J(θ) than this share is not resolved
@@ -40,7 +41,6 @@ NOISE_IN_ULPS = 64.0  # noise up to this many units of a level's epsilon (times 
 # numpy sums fewer than 8 squares in order, and 2^6 times the limit cannot overflow.
 SMALL_TABLE_SIZE = min(ORDERS) + 7
 SMALL_TABLE_LIMIT = 1e300
-_SIGNS = np.array([-1.0, 1.0])  # what random_signs draws from
 
 
 @dataclass(frozen=True)
@@ -133,10 +133,10 @@ def measure_precision(
     return Measured(start, 0.0, False)  # constant at every spacing: nothing to measure
 
 
-def _direction_signs(size: int, seed: int) -> np.ndarray:
-    """The noise table's DIRECTIONS random ±1 directions, seeded."""
+def _direction_signs(size: int, seed: int) -> list[Signs]:
+    """The noise table's DIRECTIONS random ±1 directions, seeded (one bit per sign)."""
     rng = np.random.default_rng(seed)
-    return np.stack([random_signs(rng, size) for _ in range(DIRECTIONS)])
+    return [Signs.draw(rng, size) for _ in range(DIRECTIONS)]
 
 
 def _escalated(j0: float, table: np.ndarray, noise: float, candidates: list[Level]) -> Level:
@@ -154,21 +154,66 @@ def _escalated(j0: float, table: np.ndarray, noise: float, candidates: list[Leve
     return max(found, grid, key=lambda level: level.eps)
 
 
+@dataclass(frozen=True)
+class TableDirection(Along):
+    """A noise-table direction ``v = s * (spacing * max(|θ|, 1))`` over one span, each
+    point ``θ + k·v`` representable on ``grid``'s precision; computed a chunk at a time,
+    never held whole."""
+
+    theta: np.ndarray  # the span's base point
+    signs: Signs
+    spacing: float
+    grid: Level
+
+    def fill(self, start: int, out: np.ndarray) -> None:
+        """Write ``v[start : start + out.size]`` into ``out``: the arithmetic of the whole-array
+        expression, element by element, so the values are bit-for-bit the same."""
+        theta, grid = self.theta[start : start + out.size], self.grid
+        signs = np.empty(out.size, dtype=np.int8)
+        self.signs.into(start, signs)
+        np.abs(theta, out=out)
+        np.maximum(out, 1.0, out=out)
+        np.multiply(out, self.spacing, out=out)
+        vectors = np.multiply(signs, out, out=out)
+        if grid.bits < FLOAT64.bits:
+            vectors = round_to(theta + vectors, grid) - theta
+            out[...] = vectors
+
+    def shift(
+        self, start: int, theta: np.ndarray, step: float, out: np.ndarray, scratch: np.ndarray
+    ) -> None:
+        """``out = θ + k·v`` for a chunk. At float64 and the table's integer steps k, the
+        sign and k are applied in one multiplication by ±k: ``(s·v0)·k`` and ``(s·k)·v0``
+        round alike (s = ±1), so the points are those of :meth:`fill`, in one pass fewer."""
+        if self.grid.bits < FLOAT64.bits or step != round(step) or abs(step) > 127:
+            super().shift(start, theta, step, out, scratch)
+            return
+        signs = np.empty(out.size, dtype=np.int8)
+        self.signs.into(start, signs)
+        signs *= int(step)
+        np.abs(theta, out=scratch)
+        np.maximum(scratch, 1.0, out=scratch)
+        np.multiply(scratch, self.spacing, out=scratch)
+        np.multiply(signs, scratch, out=scratch)
+        np.add(theta, scratch, out=out)
+
+
 def _table(
     evaluator: Evaluator,
-    signs: np.ndarray,
+    signs: list[Signs],
     spacing: float,
     grid: Level = FLOAT64,
     where: str = "the noise measurement (tiny steps along random directions)",
+    span: slice | None = None,
 ) -> np.ndarray:
-    """J(θ + k·step) for k = 1..POINTS along each direction, a relative ``spacing`` apart,
-    each step representable on ``grid``'s precision."""
-    theta = evaluator.theta
-    vectors = signs * (spacing * np.maximum(np.abs(theta), 1.0))
-    if grid.bits < FLOAT64.bits:
-        vectors = round_to(theta + vectors, grid) - theta
+    """J(θ + k·step) for k = 1..POINTS along each direction (nonzero only on ``span``,
+    default every coordinate), a relative ``spacing`` apart, each step representable on
+    ``grid``'s precision. Memory: the evaluator's work buffer and a chunk."""
+    span = slice(0, evaluator.theta.size) if span is None else span
+    theta = evaluator.theta[span]
+    alongs = [TableDirection(theta, s, spacing, grid) for s in signs]
     return evaluator.directions(
-        vectors, np.arange(1.0, POINTS + 1), where=where, eps_sets_steps=False
+        alongs, np.arange(1.0, POINTS + 1), where=where, eps_sets_steps=False, span=span
     )
 
 
@@ -207,16 +252,10 @@ def block_noise(
     rng = np.random.default_rng(seed)
     out = []
     for lo, hi in spans:
-        signs = np.zeros((DIRECTIONS, evaluator.theta.size))
-        signs[:, lo:hi] = random_signs(rng, (DIRECTIONS, hi - lo))
-        out.append(_table_noise(j0, _table(evaluator, signs, level.spacing, level)))
+        signs = [Signs.draw(rng, hi - lo) for _ in range(DIRECTIONS)]
+        table = _table(evaluator, signs, level.spacing, level, span=slice(lo, hi))
+        out.append(_table_noise(j0, table))
     return out
-
-
-def random_signs(rng: np.random.Generator, size: int | tuple[int, ...]) -> np.ndarray:
-    """Random ±1.0 of shape ``size``: ``rng.choice([-1.0, 1.0], size)``'s draws, at a third
-    of its cost (choice draws the same integers, then converts its list of choices)."""
-    return _SIGNS[rng.integers(0, 2, size=size)]
 
 
 def _coarsest_representing(values: np.ndarray, candidates: list[Level]) -> Level:

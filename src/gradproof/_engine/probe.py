@@ -37,7 +37,7 @@ import numpy as np
 from gradproof._engine.context import Context
 from gradproof._engine.judge import judge_elements
 from gradproof._engine.schemes import SCHEMES, default_step
-from gradproof._engine.shifts import CHUNK
+from gradproof._engine.shifts import CHUNK, Along, Signs
 from gradproof._engine.tree import Block
 
 WIDE = 16  # failing halves at one depth beyond which a block counts as wrong throughout
@@ -54,7 +54,7 @@ class Probe:
     numerical: float
     tolerance: float
     wrong: bool
-    signs: np.ndarray | None = None  # kept only for failing probes, to bisect them
+    signs: Signs | None = None  # kept only for failing probes, to bisect them
     kink: bool = False  # judged on one side of a kink (and cleared there)
 
     @property
@@ -66,20 +66,47 @@ class Probe:
         return self.analytic - self.numerical
 
 
-@dataclass(frozen=True)
-class Direction:
+@dataclass(eq=False)
+class Direction(Along):
     """A probe's direction ``u_i = s_i * max(|theta_i|, 1)`` over one span, never held
-    whole: it is computed a chunk at a time where it is needed."""
+    whole: it is computed a chunk at a time where it is needed.
+
+    Given the gradient over the span, the first pass that shifts a point along it sums
+    ``g . u`` as it goes (:meth:`analytic`), so the directional derivative costs no
+    pass of its own.
+    """
 
     theta: np.ndarray  # the span's base point
-    signs: np.ndarray  # its ±1 signs (int8)
+    signs: Signs  # its ±1 signs, packed
+    g: np.ndarray | None = None  # the gradient over the span
+    _summed: int = field(default=0, init=False, repr=False)  # g . u summed up to here
+    _total: float = field(default=0.0, init=False, repr=False)
 
     def fill(self, start: int, out: np.ndarray) -> None:
-        """Write ``u[start : start + out.size]`` into ``out`` (a ``shifts.Fill``)."""
+        """Write ``u[start : start + out.size]`` into ``out``."""
         stop = start + out.size
+        signs = np.empty(out.size, dtype=np.int8)
+        self.signs.into(start, signs)
         np.abs(self.theta[start:stop], out=out)
         np.maximum(out, 1.0, out=out)
-        np.multiply(self.signs[start:stop], out, out=out)
+        np.multiply(signs, out, out=out)
+
+    def shift(
+        self, start: int, theta: np.ndarray, step: float, out: np.ndarray, scratch: np.ndarray
+    ) -> None:
+        """``out = theta + step * u`` for a chunk, summing ``g . u`` on the first pass."""
+        self.fill(start, scratch)
+        if self.g is not None and start == self._summed:  # chunks come in order from 0
+            self._total += float(np.dot(self.g[start : start + scratch.size], scratch))
+            self._summed += scratch.size
+        np.multiply(scratch, step, out=scratch)
+        np.add(theta, scratch, out=out)
+
+    def analytic(self) -> float:
+        """``g . u``: summed by the first pass, or by a pass of its own where none ran
+        (the same chunks in the same order: the same value, bit for bit)."""
+        assert self.g is not None
+        return self._total if self._summed == self.g.size else self.dot(self.g)
 
     def dot(self, g: np.ndarray) -> float:
         """``g . u``, summed per chunk (bit-for-bit ``np.dot`` for a span of one chunk)."""
@@ -114,40 +141,36 @@ class Prober:
     def affordable(self, count: int = 1) -> bool:
         return self.ctx.budget.left(self.ctx.evaluator.evaluations, self.cost * count)
 
-    def signs(self, size: int) -> np.ndarray:
-        """``size`` random ±1, as int8 (an eighth of float64's memory), drawn a chunk at a
-        time: the same signs, and the same generator state after, as one
-        ``rng.choice([-1.0, 1.0], size)``, without its two full-size temporaries."""
-        out = np.empty(size, dtype=np.int8)
-        for start in range(0, size, CHUNK):  # CHUNK is even: draws stay aligned
-            stop = min(size, start + CHUNK)
-            out[start:stop] = self.rng.integers(0, 2, size=stop - start)
-        out *= 2
-        out -= 1
-        return out
+    def signs(self, size: int) -> Signs:
+        """``size`` random ±1, kept one bit each (a sixty-fourth of float64's memory): the
+        same signs, and the same generator state after, as one
+        ``rng.choice([-1.0, 1.0], size)``, without its full-size temporaries."""
+        return Signs.draw(self.rng, size)
 
-    def probe(self, lo: int, hi: int, signs: np.ndarray | None = None) -> Probe:
+    def probe(self, lo: int, hi: int, signs: Signs | None = None) -> Probe:
         ctx = self.ctx
         signs = self.signs(hi - lo) if signs is None else signs
-        direction = Direction(ctx.theta[lo:hi], signs)
-        analytic = direction.dot(ctx.g[lo:hi])
+        direction = Direction(ctx.theta[lo:hi], signs, ctx.g[lo:hi])
         positions = slice(lo, hi)
         where = np.array([lo])  # the block holding this probe: its noise bound
-        a = np.array([analytic])
         if ctx.adaptive:
-            pair = ctx.evaluator.along(positions, direction.fill, self.steps[:2])
+            pair = ctx.evaluator.along(positions, direction, self.steps[:2])
+            analytic = direction.analytic()
+            a = np.array([analytic])
             estimate = SCHEMES["central"].combine(
                 ctx.j0, pair[None, :], self.steps[None, :2], ctx.noise_at(pair[None, :], where)
             )
             judged = judge_elements(a, estimate, "central", ctx.rtol, ctx.grad_eps)
             if judged.wrong[0] or judged.kink[0]:
-                more = ctx.evaluator.along(positions, direction.fill, self.steps[2:])
+                more = ctx.evaluator.along(positions, direction, self.steps[2:])
                 values = np.concatenate([pair, more])[None, :]
                 noise = ctx.noise_at(values, where)
                 estimate = ctx.scheme.combine(ctx.j0, values, self.steps[None, :], noise)
                 judged = judge_elements(a, estimate, ctx.scheme.name, ctx.rtol, ctx.grad_eps)
         else:
-            values = ctx.evaluator.along(positions, direction.fill, self.steps)
+            values = ctx.evaluator.along(positions, direction, self.steps)
+            analytic = direction.analytic()
+            a = np.array([analytic])
             noise = ctx.noise_at(values[None, :], where)
             estimate = ctx.scheme.combine(ctx.j0, values[None, :], self.steps[None, :], noise)
             judged = judge_elements(a, estimate, ctx.scheme.name, ctx.rtol, ctx.grad_eps)

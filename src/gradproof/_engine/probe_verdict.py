@@ -218,7 +218,7 @@ def _diagnosis(
 
 def _element(ctx: Context, block: Block, probe: Probe) -> ElementResult:
     i = probe.lo
-    sign = 1.0 if probe.signs is None else float(probe.signs[0])
+    sign = 1.0 if probe.signs is None else probe.signs.first()
     u = sign * max(abs(float(ctx.theta[i])), 1.0)
     g, n = float(ctx.g[i]), probe.numerical / u
     error = abs(g - n)

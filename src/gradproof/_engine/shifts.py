@@ -1,15 +1,20 @@
 """Shifted points for :class:`~gradproof._engine.evaluate.Evaluator`, a chunk at a time.
 
-A direction over a span of the parameters is given as a *fill*: a function
-``fill(start, out)`` that writes the direction's values for the span's coordinates
+A direction over a span of the parameters is given as an :class:`Along`, whose
+``fill(start, out)`` writes the direction's values for the span's coordinates
 ``start : start + out.size`` into ``out``. The point ``theta + step * u`` is then
 written straight into the evaluator's work buffer one chunk at a time, so no
 temporary of the span's size is made, however large the block.
+
+Random directions take their ±1 signs from :class:`Signs`: the generator's draws kept
+as bits, eight to a byte (a sixty-fourth of the parameters' float64 bytes), and
+unpacked a chunk at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -17,43 +22,130 @@ import numpy as np
 # chunks costs nothing next to the arithmetic (0.5 MiB of float64).
 CHUNK = 1 << 16
 
-Fill = Callable[[int, np.ndarray], None]
+
+@dataclass(frozen=True)
+class Signs:
+    """``size`` random ±1 signs from bit ``offset`` on of ``packed`` (bit 1: +1, bit 0: -1;
+    ``np.packbits`` order). Slicing gives a view of the same bits, never a copy."""
+
+    packed: np.ndarray  # uint8
+    offset: int
+    size: int
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, size: int) -> Signs:
+        """``size`` fair signs: the draws of ``rng.integers(0, 2, size)`` (1: +1), so the same
+        signs, and the same generator state after, as ``rng.choice([-1.0, 1.0], size)``;
+        drawn and packed a chunk at a time."""
+        packed = np.empty(-(-size // 8), dtype=np.uint8)
+        bits = np.empty(min(CHUNK, size), dtype=np.uint8)
+        for start in range(0, size, CHUNK):  # CHUNK is a multiple of 8: bytes stay aligned
+            part = bits[: min(size, start + CHUNK) - start]
+            _draw_bits(rng, part)
+            packed[start // 8 : start // 8 + -(-part.size // 8)] = np.packbits(part)
+        return cls(packed, 0, size)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, key: slice) -> Signs:
+        start, stop, step = key.indices(self.size)
+        if step != 1:
+            raise ValueError("signs are sliced with step 1 only")
+        return Signs(self.packed, self.offset + start, max(stop - start, 0))
+
+    def first(self) -> float:
+        """The first sign, as a float."""
+        out = np.empty(1, dtype=np.int8)
+        self.into(0, out)
+        return float(out[0])
+
+    def into(self, start: int, out: np.ndarray) -> None:
+        """Write signs ``start : start + out.size`` into ``out`` (int8, or any signed type)."""
+        lo = self.offset + start
+        first, skip = divmod(lo, 8)
+        bits = np.unpackbits(self.packed[first : -(-(lo + out.size) // 8)], count=skip + out.size)
+        np.multiply(bits[skip:], 2, out=out, casting="unsafe")
+        out -= 1
+
+    def array(self) -> np.ndarray:
+        """Every sign, as int8 ±1 (for tests and small spans)."""
+        out = np.empty(self.size, dtype=np.int8)
+        self.into(0, out)
+        return out
 
 
-def as_fill(direction: np.ndarray | Fill) -> Fill:
-    """``direction`` as a fill: an array's slices are copied out, a fill is kept."""
-    if not isinstance(direction, np.ndarray):
-        return direction
-    values = direction
+def _draw_bits(rng: np.random.Generator, out: np.ndarray) -> None:
+    """``out[:] = rng.integers(0, 2, out.size)``, the same draws and generator state after.
 
-    def fill(start: int, out: np.ndarray) -> None:
-        out[...] = values[start : start + out.size]
+    numpy draws each from one 32-bit half of the generator's 64-bit output, low half
+    first, and returns its top bit (Lemire's method, which never rejects for a range
+    of 2). For PCG64 (``default_rng``'s) on a little-endian machine the raw output is
+    therefore read directly, about three times faster; any other generator draws integers.
+    """
+    bitgen = rng.bit_generator
+    if type(bitgen) is not np.random.PCG64 or sys.byteorder != "little" or out.size < 2:
+        out[...] = rng.integers(0, 2, size=out.size)
+        return
+    start = 0
+    if bitgen.state["has_uint32"]:  # a half left over from an odd draw comes first
+        out[0] = rng.integers(0, 2, size=1)[0]
+        start = 1
+    pairs = (out.size - start) // 2
+    halves = bitgen.random_raw(pairs).view(np.uint32)
+    np.right_shift(halves, 31, out=halves)
+    out[start : start + 2 * pairs] = halves
+    if start + 2 * pairs < out.size:  # an odd count: numpy keeps the other half for later
+        out[-1] = rng.integers(0, 2, size=1)[0]
 
-    return fill
+
+class Along:
+    """A direction over a span of the parameters, computed a chunk at a time.
+
+    ``fill(start, out)`` writes the direction's values for the span's coordinates
+    ``start : start + out.size``; ``shift`` writes the shifted point there. A subclass
+    may override ``shift`` to take fewer passes, as long as its points are the same, bit
+    for bit.
+    """
+
+    def fill(self, start: int, out: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def shift(
+        self, start: int, theta: np.ndarray, step: float, out: np.ndarray, scratch: np.ndarray
+    ) -> None:
+        """``out = theta + step * u[start : start + out.size]`` (``theta``: the same span of
+        the base point; ``scratch``: a buffer of the same size), as ``theta + (u * step)``."""
+        self.fill(start, scratch)
+        np.multiply(scratch, step, out=scratch)
+        np.add(theta, scratch, out=out)
 
 
-def shift_span(work: np.ndarray, theta: np.ndarray, span: slice, fill: Fill, step: float) -> None:
-    """``work[span] = theta[span] + step * u``, a chunk at a time (u from ``fill``).
+@dataclass(frozen=True)
+class Values(Along):
+    """A direction given as an array over its span."""
+
+    values: np.ndarray
+
+    def fill(self, start: int, out: np.ndarray) -> None:
+        out[...] = self.values[start : start + out.size]
+
+
+def as_along(direction: np.ndarray | Along) -> Along:
+    """``direction`` as an :class:`Along`: an array is wrapped, an ``Along`` kept."""
+    return Values(direction) if isinstance(direction, np.ndarray) else direction
+
+
+def shift_span(work: np.ndarray, theta: np.ndarray, span: slice, along: Along, step: float) -> None:
+    """``work[span] = theta[span] + step * u``, a chunk at a time (u from ``along``).
 
     Each element is computed as ``theta_i + (u_i * step)``, the same arithmetic as
     the whole-array expression, so the points are bit-for-bit those it would give.
     Cost: one pass over the span; memory: one chunk.
     """
     lo, hi = span.start, span.stop
-    buffer = np.empty(min(CHUNK, hi - lo))
+    scratch = np.empty(min(CHUNK, hi - lo))
     for start in range(lo, hi, CHUNK):
         stop = min(hi, start + CHUNK)
-        part = buffer[: stop - start]
-        fill(start - lo, part)
-        np.multiply(part, step, out=part)
-        np.add(theta[start:stop], part, out=work[start:stop])
-
-
-def spread(size: int, span: slice, fill: Fill) -> np.ndarray:
-    """The direction as a full-size vector, zero outside ``span`` (for a batched loss,
-    which takes whole points anyway)."""
-    full = np.zeros(size)
-    lo, hi = span.start, span.stop
-    for start in range(lo, hi, CHUNK):
-        fill(start - lo, full[start : min(hi, start + CHUNK)])
-    return full
+        part = scratch[: stop - start]
+        along.shift(start - lo, theta[start:stop], step, work[start:stop], part)
