@@ -17,7 +17,9 @@ expected failure (or skip) of ``test_fn_grad`` are tagged ``xfail``/``skip``.
 
 Run: ``python bench/opdb_sweep.py --jobs 2 --out sweep.jsonl`` (the whole
 database: long; ``--limit N`` takes the first N ops, ``--ops a,b`` named ones,
-``--dtypes float64``). Needs ``pip install expecttest`` for torch's op_db.
+``--dtypes float64``; ``--check gradgradcheck`` compares the two
+``gradgradcheck``s instead, on the ops that support it, as torch's
+``test_fn_gradgrad`` does). Needs ``pip install expecttest`` for torch's op_db.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ from typing import Any
 import torch
 
 DTYPES = {"float64": torch.float64, "complex128": torch.complex128}
+# --check: torch's checker, gradproof's (by name in gradproof.torch), torch's test of it
+CHECKS = {
+    "gradcheck": (torch.autograd.gradcheck, "gradcheck", "test_fn_grad"),
+    "gradgradcheck": (torch.autograd.gradgradcheck, "gradgradcheck", "test_fn_gradgrad"),
+}
 EMPTY = "empty inputs"
 
 
@@ -105,16 +112,41 @@ def build(op: Any, sample: Any) -> tuple[Any, tuple[torch.Tensor, ...]]:
     return fn, checked
 
 
-def expected(op: Any, dtype: torch.dtype) -> str:
-    """``xfail``/``skip`` where torch's suite marks ``test_fn_grad`` so, else ``""``."""
+def expected(op: Any, dtype: torch.dtype, test: str = "test_fn_grad") -> str:
+    """``xfail``/``skip`` where torch's suite marks ``test`` so, else ``""``.
+
+    Only a decorator that marks the test counts: an expected failure or a skip
+    (a tolerance override, say, does not).
+    """
     for info in getattr(op, "decorators", ()) or ():
         try:
-            active = info.is_active("TestBwdGradients", "test_fn_grad", "cpu", dtype, {})
+            active = info.is_active("TestBwdGradients", test, "cpu", dtype, {})
         except Exception:
             active = False
         if active:
-            decorators = getattr(info, "decorators", ())
-            return "xfail" if unittest.expectedFailure in decorators else "skip"
+            mark = _mark(getattr(info, "decorators", ()))
+            if mark:
+                return mark
+    return ""
+
+
+def _mark(decorators: Any) -> str:
+    """``xfail`` or ``skip`` where one of ``decorators`` marks a test so, else ``""``."""
+    for decorator in decorators:
+        if decorator is unittest.expectedFailure:
+            return "xfail"
+
+        def probe() -> None:  # a fresh test for each decorator to mark
+            pass
+
+        try:
+            marked = decorator(probe)
+        except Exception:
+            continue
+        if getattr(marked, "__unittest_expecting_failure__", False):
+            return "xfail"
+        if getattr(marked, "__unittest_skip__", False):
+            return "skip"
     return ""
 
 
@@ -138,10 +170,13 @@ def _timed(cap: float, call: Any) -> tuple[str, str, float]:
     return outcome, detail, time.perf_counter() - start
 
 
-def check_sample(op: Any, sample: Any, caps: tuple[float, float]) -> dict[str, Any]:
-    """Both checkers on one sample."""
+def check_sample(
+    op: Any, sample: Any, caps: tuple[float, float], check: str = "gradcheck"
+) -> dict[str, Any]:
+    """Both checkers (``check``: gradcheck or gradgradcheck) on one sample."""
     import gradproof.torch
 
+    theirs, ours = CHECKS[check][0], getattr(gradproof.torch, CHECKS[check][1])
     fn, inputs = build(op, sample)
     row: dict[str, Any] = {"inputs": len(inputs)}
     if not inputs:
@@ -150,7 +185,7 @@ def check_sample(op: Any, sample: Any, caps: tuple[float, float]) -> dict[str, A
     nondet = getattr(op, "gradcheck_nondet_tol", 0.0)
     torch_result = _timed(
         caps[0],
-        lambda: torch.autograd.gradcheck(fn, inputs, raise_exception=False, nondet_tol=nondet),
+        lambda: theirs(fn, inputs, raise_exception=False, nondet_tol=nondet),
     )
     row["torch"], row["torch_detail"], row["torch_s"] = torch_result
     if row["torch"] == "timeout":
@@ -158,7 +193,7 @@ def check_sample(op: Any, sample: Any, caps: tuple[float, float]) -> dict[str, A
         return row
     proof_result = _timed(
         caps[1],
-        lambda: gradproof.torch.gradcheck(fn, inputs, raise_exception=False, nondet_tol=nondet),
+        lambda: ours(fn, inputs, raise_exception=False, nondet_tol=nondet),
     )
     row["gradproof"], row["gradproof_detail"], row["gradproof_s"] = proof_result
     if all(t.numel() == 0 for t in inputs):
@@ -182,13 +217,13 @@ def classify(torch_outcome: str, proof_outcome: str) -> str:
 
 def sweep_op(task: tuple[Any, ...]) -> list[dict[str, Any]]:
     """Every chosen dtype and sample of one op (a worker's unit of work)."""
-    index, dtype_names, samples, caps = task
+    index, dtype_names, samples, caps, check = task
     torch.set_num_threads(1)
     op = load_ops()[index]
     rows = []
     for dtype_name in dtype_names:
         dtype = DTYPES[dtype_name]
-        if not _applies(op, dtype):
+        if not _applies(op, dtype) or (check == "gradgradcheck" and not op.supports_gradgrad):
             continue
         try:
             chosen = list(_first(op.sample_inputs("cpu", dtype, requires_grad=True), samples))
@@ -207,10 +242,10 @@ def sweep_op(task: tuple[Any, ...]) -> list[dict[str, Any]]:
                 "op": op_name(op),
                 "dtype": dtype_name,
                 "sample": number,
-                "expected": expected(op, dtype),
+                "expected": expected(op, dtype, CHECKS[check][2]),
             }
             torch.manual_seed(0)
-            rows.append({**base, **check_sample(op, sample, caps)})
+            rows.append({**base, **check_sample(op, sample, caps, check)})
     return rows
 
 
@@ -271,6 +306,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gradproof-cap", type=float, default=30.0)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", default="", help="write every row as JSON lines here")
+    parser.add_argument("--check", default="gradcheck", choices=sorted(CHECKS))
     args = parser.parse_args(argv)
     ops = load_ops()
     wanted = {n for n in args.ops.split(",") if n}
@@ -281,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     chosen = chosen[args.skip :][: args.limit or None]
     caps = (args.torch_cap, args.gradproof_cap)
-    tasks = [(i, args.dtypes.split(","), args.samples, caps) for i in chosen]
+    tasks = [(i, args.dtypes.split(","), args.samples, caps, args.check) for i in chosen]
     rows = _run(tasks, args.jobs, args.out)
     print(summarise(rows))
 

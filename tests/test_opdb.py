@@ -65,19 +65,21 @@ def _op_db():
         )
 
 
-@pytest.mark.slow
-def test_gradproof_never_raises_on_the_subset_and_passes_wherever_torch_passes() -> None:
+def _rows(ops, dtype):
+    """Both checkers on the first 2 samples of each op in ``dtype``: (name, number, row)."""
     sweep = _sweep()
-    ops = [op for op in _op_db() if op.name in OPS and not op.variant_test_name]
-    assert {op.name for op in ops} == set(OPS)
     torch.set_num_threads(1)
     rows = []
     for op in ops:
-        samples = op.sample_inputs("cpu", torch.float64, requires_grad=True)
+        samples = op.sample_inputs("cpu", dtype, requires_grad=True)
         for number, sample in zip(range(2), samples, strict=False):
             torch.manual_seed(0)
             row = sweep.check_sample(op, sample, (60.0, 120.0))
             rows.append((op.name, number, row))
+    return rows
+
+
+def _assert_never_raises_and_passes_where_torch_does(rows) -> None:
     raised = [
         (name, n, row["gradproof_detail"])
         for name, n, row in rows
@@ -90,6 +92,41 @@ def test_gradproof_never_raises_on_the_subset_and_passes_wherever_torch_passes()
         if row.get("torch") == "pass" and row.get("gradproof") != "pass"
     ]
     assert disagree == []
+
+
+@pytest.mark.slow
+def test_gradproof_never_raises_on_the_subset_and_passes_wherever_torch_passes() -> None:
+    ops = [op for op in _op_db() if op.name in OPS and not op.variant_test_name]
+    assert {op.name for op in ops} == set(OPS)
+    rows = _rows(ops, torch.float64)
+    _assert_never_raises_and_passes_where_torch_does(rows)
     empty = [row["row"] for _, _, row in rows if row.get("empty")]
     assert empty and set(empty) == {"agree-pass"}
     assert sum(row["row"] == "agree-pass" for _, _, row in rows) >= 30
+
+
+# Complex inputs (complex128): pointwise, holomorphic and not (abs, sgn), fft, linear
+# algebra, and outputs that are empty (repeat's second sample) or transposed views.
+COMPLEX_OPS = (
+    "mul",
+    "exp",
+    "abs",
+    "sgn",
+    "log",
+    "fft.fft",
+    "matmul",
+    "linalg.det",
+    "repeat",
+    "nn.functional.linear",
+    "masked_fill",
+)
+
+
+@pytest.mark.slow
+def test_complex_inputs_never_raise_and_pass_wherever_torch_passes() -> None:
+    ops = [op for op in _op_db() if op.name in COMPLEX_OPS and not op.variant_test_name]
+    assert {op.name for op in ops} == set(COMPLEX_OPS)
+    rows = _rows(ops, torch.complex128)
+    assert all(row["inputs"] for _, _, row in rows)
+    _assert_never_raises_and_passes_where_torch_does(rows)
+    assert sum(row["row"] == "agree-pass" for _, _, row in rows) >= 18

@@ -29,7 +29,7 @@ import gradproof.torch as gt  # noqa: E402
 from gradproof.torch._common import JIT_DEPRECATION_WARNING  # noqa: E402
 from gradproof.torch._inputs import input_names  # noqa: E402
 
-D = torch.float64
+D, C = torch.float64, torch.complex128
 Bug = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]  # (input grad, output grad)
 
 
@@ -49,6 +49,10 @@ def transpose(grad, g):
     return grad.T
 
 
+def conjugate(grad, g):  # a conj() missing (or extra) in a complex backward
+    return grad.conj()
+
+
 def one_element(grad, g):  # element 1 picks up half of the first output gradient: an index bug
     bad = grad.clone()
     bad.view(-1)[1] += 0.5 * g.reshape(-1)[0]
@@ -65,10 +69,11 @@ class Row:
     bug: Bug
     which: int = 0
     positive: bool = False  # inputs drawn away from zero (log, sqrt, division)
+    dtype: torch.dtype = D  # the inputs' dtype: complex128 rows check complex inputs
 
     def inputs(self) -> tuple[torch.Tensor, ...]:
         gen = torch.Generator().manual_seed(len(self.name))
-        made = [torch.randn(*s, generator=gen, dtype=D) for s in self.shapes]
+        made = [torch.randn(*s, generator=gen, dtype=self.dtype) for s in self.shapes]
         if self.positive:
             made = [m.abs() + 0.5 for m in made]
         return tuple(m.requires_grad_(True) for m in made)
@@ -132,6 +137,14 @@ ROWS = [
     Row("cosine", lambda x, y: torch.cosine_similarity(x, y, dim=0), ((4,), (4,)), negate),
     Row("gelu", lambda x: torch.nn.functional.gelu(x), ((5,),), half),
     Row("polynomial", lambda x: 1 + x + x**2 / 2, ((4,),), one_element),
+    # complex: complex inputs (checked as real and imaginary parts), complex outputs, both
+    Row("complex_mul", lambda z, w: z * w, ((3,), (3,)), conjugate, dtype=C),
+    Row("complex_exp", lambda z: torch.exp(z), ((4,),), double, dtype=C),
+    Row("complex_abs", lambda z: torch.abs(z), ((4,),), conjugate, dtype=C),
+    Row("complex_matmul", lambda a, b: a @ b, ((3, 3), (3, 3)), transpose, dtype=C),
+    Row("complex_fft", lambda z: torch.fft.fft(z), ((5,),), negate, dtype=C),
+    Row("complex_one_element", lambda z: z * z.conj() * z, ((4,),), one_element, dtype=C),
+    Row("real_to_complex", lambda x: torch.exp(1j * x), ((4,),), half),
 ]  # fmt: skip
 
 
@@ -169,7 +182,11 @@ def test_a_planted_bug_fails_both_and_gradproof_names_input_and_element(row):
     assert _named(caught.value, name), str(caught.value)
     if row.bug is one_element:  # the very element is named, and only it
         shape = row.shapes[row.which]
-        assert caught.value.report.blocks[name].wrong_elements == (_unravel(1, shape),)
+        wrong = caught.value.report.blocks[name].wrong_elements
+        if row.dtype.is_complex:  # (real, imaginary) per element: element 1's parts
+            assert {w[:-1] for w in wrong} == {_unravel(1, shape)}, wrong
+        else:
+            assert wrong == (_unravel(1, shape),)
 
 
 def test_there_are_thirty_rows_and_more():

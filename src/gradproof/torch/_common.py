@@ -40,7 +40,7 @@ def compute_dtype(dtype: Precision, tensors: list[torch.Tensor], argument: str) 
     """The dtype the check computes in: float64, or the tensors' own (one dtype)."""
     if dtype == "float64":
         return torch.float64
-    kinds = sorted({str(t.dtype) for t in tensors})
+    kinds = sorted({str(real_of(t.dtype)) for t in tensors})
     if len(kinds) != 1:
         raise invalid(
             "dtype",
@@ -49,6 +49,8 @@ def compute_dtype(dtype: Precision, tensors: list[torch.Tensor], argument: str) 
             "convert them to one dtype, or check in float64 (dtype='float64')",
         )
     own = tensors[0].dtype
+    if any(t.dtype.is_complex for t in tensors):
+        return _complex_precision([t.dtype for t in tensors], argument)
     if own == torch.bfloat16:
         # numpy has no bfloat16, so gradproof could not see the loss's precision
         # and would pick steps below bfloat16's resolution.
@@ -62,40 +64,101 @@ def compute_dtype(dtype: Precision, tensors: list[torch.Tensor], argument: str) 
     return own
 
 
-def cast(value: Any, dtype: torch.dtype) -> Any:
+def _complex_precision(dtypes: list[torch.dtype], argument: str) -> torch.dtype:
+    """The real precision of complex ``argument`` checked natively: complex32 is refused."""
+    if torch.complex32 in dtypes:
+        raise invalid(
+            "dtype",
+            "native",
+            f"cannot check {argument} of dtype torch.complex32 natively (numpy has no "
+            "complex32, so steps and tolerances cannot be set for it)",
+            "check in float64 (dtype='float64', the default), or convert to complex64 first",
+        )
+    return real_of(dtypes[0])
+
+
+def cast(value: Any, dtype: torch.dtype, *, with_complex: bool = False) -> Any:
     """A copy of ``value`` with every floating tensor detached and cast to ``dtype``.
 
     Tuples, lists and dicts are walked; integer tensors and other objects pass
-    through unchanged (class labels stay integers).
+    through unchanged (class labels stay integers). ``with_complex``: complex
+    tensors too, to the complex dtype of ``dtype``'s precision (float64:
+    complex128); otherwise they pass through unchanged.
     """
     if isinstance(value, torch.Tensor):
         if value.is_floating_point():
             return value.detach().to(dtype=dtype, copy=True)
+        if with_complex and value.is_complex():
+            return value.detach().resolve_conj().to(dtype=complex_of(dtype), copy=True)
         return value
     if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
-        return type(value)(cast(v, dtype) for v in value)
+        return type(value)(cast(v, dtype, with_complex=with_complex) for v in value)
     if isinstance(value, Mapping):
-        return {k: cast(v, dtype) for k, v in value.items()}
+        return {k: cast(v, dtype, with_complex=with_complex) for k, v in value.items()}
     return value
 
 
+_COMPLEX_OF = {torch.float64: torch.complex128, torch.float32: torch.complex64}
+_COMPLEX_OF[torch.float16] = torch.complex32
+
+
+def complex_of(dtype: torch.dtype) -> torch.dtype:
+    """The complex dtype of a real precision (a complex dtype is its own).
+
+    >>> complex_of(torch.float64), complex_of(torch.complex64)
+    (torch.complex128, torch.complex64)
+    """
+    return dtype if dtype.is_complex else _COMPLEX_OF.get(dtype, torch.complex128)
+
+
+def real_of(dtype: torch.dtype) -> torch.dtype:
+    """The real precision of a dtype: a complex dtype's parts' (complex64: float32).
+
+    >>> real_of(torch.complex64), real_of(torch.float16)
+    (torch.float32, torch.float16)
+    """
+    parts = {complex_of(real): real for real in _COMPLEX_OF}
+    return parts.get(dtype, torch.float64) if dtype.is_complex else dtype
+
+
 def to_numpy64(tensor: torch.Tensor) -> np.ndarray:
-    """A float64 numpy copy of ``tensor`` (any device, any float dtype).
+    """A float64 numpy copy of ``tensor`` (any device, any float dtype); complex128 if complex.
 
     A ZeroTensor (the gradient some of torch's backwards return for a
     derivative known to be zero) becomes an array of zeros.
     """
+    wide = torch.complex128 if tensor.is_complex() else torch.float64
     if tensor._is_zerotensor():
-        return np.zeros(tuple(tensor.shape))
-    return tensor.detach().to(device="cpu", dtype=torch.float64).numpy().copy()
+        return np.zeros(tuple(tensor.shape), dtype=np.complex128 if wide.is_complex else None)
+    return tensor.detach().resolve_conj().resolve_neg().to(device="cpu", dtype=wide).numpy().copy()
+
+
+def as_pairs(array: np.ndarray) -> np.ndarray:
+    """A complex array as float64 (real, imaginary) pairs on a last axis; a real one as it is.
+
+    The layout of a complex block in gradproof's reports (``z[2, 1]``: element
+    2's imaginary part).
+
+    >>> as_pairs(np.array([1 + 2j])).tolist(), as_pairs(np.array([3.0])).tolist()
+    ([[1.0, 2.0]], [3.0])
+    """
+    if not np.iscomplexobj(array):
+        return array
+    pairs = np.ascontiguousarray(array, dtype=np.complex128).view(np.float64)
+    return pairs.reshape(*np.shape(array), 2)
 
 
 def from_numpy(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     """A fresh tensor with ``array``'s values in ``like``'s dtype and device.
 
     ``torch.tensor`` copies, so the read-only views gradproof passes the loss
-    are never shared with torch (which would warn about them).
+    are never shared with torch (which would warn about them). A complex block's
+    values may lie at an address torch cannot read complex numbers from (8
+    bytes into gradproof's buffer, not 16, which numpy still calls aligned):
+    complex values are copied into a fresh buffer first.
     """
+    if np.iscomplexobj(array) or not array.flags.aligned:
+        array = np.array(array, copy=True)  # a fresh buffer is aligned
     return torch.tensor(array, dtype=like.dtype, device=like.device)
 
 

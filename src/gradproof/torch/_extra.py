@@ -22,7 +22,7 @@ import torch
 from torch._vmap_internals import _vmap as legacy_vmap
 
 from gradproof._report import Report
-from gradproof.torch._common import quiet_vmap_fallback
+from gradproof.torch._common import as_pairs, quiet_vmap_fallback
 from gradproof.torch._findings import (
     Compared,
     Outcome,
@@ -45,7 +45,7 @@ def reentrancy(
     first = loss.gradient(reduction.weights)
     second = loss.gradient(reduction.weights)
     report = comparison_report(
-        Compared(second, first, nondet_tol, "run 2 vs run 1"),
+        Compared(_pairs(second), _pairs(first), nondet_tol, "run 2 vs run 1"),
         kind="nondeterministic",
         finding="the backward's second run differs from its first",
         coverage=f"the backward run twice with the same grad_outputs (nondet_tol={nondet_tol:g})",
@@ -111,7 +111,7 @@ def _all_undefined(loss: FunctionLoss) -> Outcome:
         )
     except Exception as error:  # the backward could not take None: a failed check
         return _raised(loss, what, error)
-    got = loss.as_arrays(grads)
+    got = _pairs(loss.as_arrays(grads))
     report = comparison_report(
         Compared(got, {n: np.zeros_like(g) for n, g in got.items()}, 0.0, "must be 0"),
         kind="undefined_grad",
@@ -266,6 +266,11 @@ def _tangent_types(loss: FunctionLoss, args: list[Any]) -> dict[str, str]:
                     f"{tangent.device}, the output being {out.dtype} on {out.device}"
                 )
     return wrong
+
+
+def _pairs(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Complex gradients as (real, imaginary) pairs, compared part by part; real ones as given."""
+    return {name: as_pairs(a) for name, a in arrays.items()}
 
 
 def _tensor(value: Any) -> torch.Tensor:

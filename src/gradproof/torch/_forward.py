@@ -20,7 +20,7 @@ from torch._vmap_internals import _vmap as vmap  # torch's own forward-AD check 
 
 from gradproof._errors import invalid
 from gradproof.torch._common import quiet_forward_mode, quiet_vmap_fallback, to_numpy64
-from gradproof.torch._function_loss import as_outputs
+from gradproof.torch._function_loss import as_outputs, coordinates
 
 if TYPE_CHECKING:
     from gradproof.torch._function_loss import FunctionLoss
@@ -53,21 +53,29 @@ def forward_jacobians(
 
 
 def forward_gradient(
-    jacobians: Jacobians, weights: tuple[torch.Tensor, ...], shapes: dict[str, tuple[int, ...]]
+    jacobians: Jacobians, weights: tuple[torch.Tensor, ...], params: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
     """The forward-mode derivative of ``sum_k <w_k, out_k>``: ``sum_k w_k . J_k``, by name.
 
+    Shaped as ``params``; for a complex input, whose Jacobian has a column for
+    each element's real and imaginary part, the complex gradient
+    ``dL/d(Re z) + i dL/d(Im z)``.
+
     >>> jac = [{"x": np.array([[1.0, 0.0], [0.0, 3.0]])}]
-    >>> forward_gradient(jac, (torch.tensor([1.0, 2.0]),), {"x": (2,)})["x"].tolist()
+    >>> forward_gradient(jac, (torch.tensor([1.0, 2.0]),), {"x": np.zeros(2)})["x"].tolist()
     [1.0, 6.0]
+    >>> forward_gradient(jac, (torch.tensor([1.0, 2.0]),), {"x": np.zeros(1, complex)})["x"]
+    array([1.+6.j])
     """
     flat = [to_numpy64(w).ravel() for w in weights]
-    return {
-        name: np.sum([f @ j[name] for f, j in zip(flat, jacobians, strict=True)], axis=0).reshape(
-            shape
-        )
-        for name, shape in shapes.items()
-    }
+    found = {}
+    for name, like in params.items():
+        total = np.sum([f @ j[name] for f, j in zip(flat, jacobians, strict=True)], axis=0)
+        total = np.asarray(total, dtype=np.float64)
+        if np.iscomplexobj(like):
+            total = np.ascontiguousarray(total).view(np.complex128)
+        found[name] = total.reshape(like.shape)
+    return found
 
 
 def primals(loss: FunctionLoss, values: list[Any] | None = None) -> list[Any]:
@@ -110,8 +118,9 @@ class _Tangent:
         # the other checked inputs carry zero tangents, as in torch's forward-mode check (an
         # undefined tangent is check_undefined_grad's to test)
         self.zeros = {i: torch.zeros_like(self.primals[i]) for i in loss.checked}
-        self.size = loss.work[position].numel()
-        self.shape = tuple(loss.work[position].shape)
+        self.like = loss.work[position]
+        self.size = coordinates(self.like)  # a complex input: its real and imaginary parts
+        self.shape = tuple(self.like.shape)
 
     def __call__(self, tangent: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The tangent of every kept output (zeros where it has none)."""
@@ -119,29 +128,41 @@ class _Tangent:
         pairs = output_tangents(self.loss, self.primals, tangents)
         return tuple(torch.zeros_like(p) if t is None else t for p, t in pairs)
 
+    def units(self, rows: torch.Tensor) -> torch.Tensor:
+        """The unit tangents of coordinates ``rows``, one per row, shaped as the input.
+
+        A complex input's coordinate ``2j`` is element ``j``'s real part (tangent
+        1), ``2j + 1`` its imaginary part (tangent i), as torch's check steps them.
+        """
+        like = self.like
+        count = like.numel()
+        units = torch.zeros((len(rows), count), dtype=like.dtype, device=like.device)
+        at = torch.arange(len(rows), device=like.device)
+        if like.is_complex():
+            ones = torch.ones(len(rows), dtype=like.dtype, device=like.device)
+            units[at, rows // 2] = torch.where(rows % 2 == 0, ones, ones * 1j)
+        else:
+            units[at, rows] = 1
+        return units.reshape(len(rows), *self.shape)
+
     def looped(self) -> list[np.ndarray]:
-        """One jvp per input element: per output, (output size, input size)."""
-        like = self.loss.work[self.position]
+        """One jvp per input coordinate: per output, (output size, input coordinates)."""
         cols: list[list[np.ndarray]] = [[] for _ in self.loss.kept]
         for j in range(self.size):
-            unit = torch.zeros_like(like)
-            unit.view(-1)[j] = 1
+            unit = self.units(torch.tensor([j], device=self.like.device))[0]
             for k, out in enumerate(self(unit)):
                 cols[k].append(to_numpy64(out).ravel())
         return [_stack(c, o) for c, o in zip(cols, self.loss.outputs, strict=True)]
 
     def batched(self) -> list[np.ndarray]:
         """The same columns from one vmap'd jvp per chunk of unit tangents."""
-        like = self.loss.work[self.position]
         width = self.size + sum(o.numel() for o in self.loss.outputs)
         chunk = max(1, TANGENT_ELEMENTS // max(1, width))
         cols: list[list[np.ndarray]] = [[] for _ in self.loss.kept]
         for start in range(0, self.size, chunk):
-            rows = torch.arange(start, min(self.size, start + chunk), device=like.device)
-            units = torch.zeros((len(rows), self.size), dtype=like.dtype, device=like.device)
-            units[torch.arange(len(rows), device=like.device), rows] = 1
+            rows = torch.arange(start, min(self.size, start + chunk), device=self.like.device)
             with quiet_vmap_fallback():
-                outs = vmap(self)(units.reshape(len(rows), *self.shape))
+                outs = vmap(self)(self.units(rows))
             for k, out in enumerate(outs):
                 cols[k].extend(to_numpy64(out).reshape(len(rows), -1))
         return [_stack(c, o) for c, o in zip(cols, self.loss.outputs, strict=True)]

@@ -23,7 +23,14 @@ import torch
 from torch.func import vmap
 
 from gradproof._errors import invalid
-from gradproof.torch._common import Reseed, cast, from_numpy, quiet_vmap_fallback, to_numpy64
+from gradproof.torch._common import (
+    Reseed,
+    as_pairs,
+    cast,
+    from_numpy,
+    quiet_vmap_fallback,
+    to_numpy64,
+)
 from gradproof.torch._reductions import unit_weights
 
 CACHE_ELEMENTS = 1 << 24  # outputs kept for the second and later checks (128 MiB of float64)
@@ -64,7 +71,7 @@ class FunctionLoss:
         batched: bool,
     ) -> None:
         self.func = func
-        self.work = [cast(v, dtype) for v in values]
+        self.work = [cast(v, dtype, with_complex=True) for v in values]
         self.checked = inputs.positions
         self.names = inputs.names
         self.reseed = Reseed(seed, [v for v in self.work if isinstance(v, torch.Tensor)])
@@ -125,9 +132,12 @@ class FunctionLoss:
         return self.as_arrays(self.backward(weights))
 
     def as_arrays(self, grads: Sequence[torch.Tensor | None]) -> dict[str, np.ndarray]:
-        """Gradients of the checked inputs as float64 arrays by name (None: zeros)."""
+        """Gradients of the checked inputs as float64 (complex: complex128) arrays by name.
+
+        None (no gradient) is zeros.
+        """
         return {
-            n: np.zeros(tuple(t.shape)) if g is None else to_numpy64(g)
+            n: _zeros(t) if g is None else to_numpy64(g)
             for n, t, g in zip(self.names, self.inputs, grads, strict=True)
         }
 
@@ -136,13 +146,19 @@ class FunctionLoss:
         return [self._analytic_jacobian(k) for k in range(len(self.outputs))]
 
     def _analytic_jacobian(self, k: int) -> dict[str, np.ndarray]:
-        """Output ``k``'s Jacobian in every checked input, by name: one backward per row."""
+        """Output ``k``'s Jacobian in every checked input, by name: one backward per row.
+
+        A complex input has two columns per element, its real and its imaginary
+        part (the layout of its block in gradproof's report).
+        """
         rows = [
             self.gradient(unit_weights(self.outputs, k, flat))
             for flat in range(self.outputs[k].numel())
         ]
         return {
-            n: np.array([r[n].ravel() for r in rows]).reshape(len(rows), self.work[i].numel())
+            n: np.array([as_pairs(r[n]).ravel() for r in rows]).reshape(
+                len(rows), coordinates(self.work[i])
+            )
             for n, i in zip(self.names, self.checked, strict=True)
         }
 
@@ -152,9 +168,10 @@ class FunctionLoss:
         """torch's numerical Jacobians in input ``name``, by central differences of step ``eps``.
 
         ``(out(x + eps e_j) - out(x - eps e_j)) / (2 eps)``: one (output size, input size)
-        array per output, computed in batches of bounded memory.
+        array per output, computed in batches of bounded memory. A complex input
+        is stepped in its real and its imaginary part, two columns per element.
         """
-        size = params[name].size
+        size = as_pairs(params[name]).size
         chunk = max(1, JACOBIAN_ELEMENTS // (2 * (size + sum(o.numel() for o in self.outputs))))
         columns: list[list[np.ndarray]] = [[] for _ in self.outputs]
         for start in range(0, size, chunk):
@@ -172,7 +189,10 @@ class FunctionLoss:
     ) -> list[np.ndarray]:
         """Every output, with element ``cols[r]`` of ``name`` moved by ``step``, in row ``r``."""
         point = {n: np.repeat(params[n][None], len(cols), axis=0) for n in self.names}
-        point[name].reshape(len(cols), -1)[np.arange(len(cols)), cols] += step
+        flat = point[name].reshape(len(cols), -1)  # a view: the point is contiguous
+        if np.iscomplexobj(flat):
+            flat = flat.view(np.float64)  # (real, imaginary) pairs, interleaved
+        flat[np.arange(len(cols)), cols] += step
         with self.lock:
             outputs = self._evaluate(point)
         return [to_numpy64(o).reshape(len(cols), -1) for o in outputs]
@@ -293,6 +313,16 @@ class _OutputCache:
             self.elements += size
 
 
+def coordinates(tensor: torch.Tensor) -> int:
+    """How many real coordinates ``tensor`` has: two per element where it is complex."""
+    return tensor.numel() * (2 if tensor.is_complex() else 1)
+
+
+def _zeros(tensor: torch.Tensor) -> np.ndarray:
+    """A zero gradient for ``tensor``: complex128 where it is complex, float64 otherwise."""
+    return np.zeros(tuple(tensor.shape), dtype=np.complex128 if tensor.is_complex() else None)
+
+
 def _point_key(point: dict[str, np.ndarray], names: tuple[str, ...]) -> bytes:
     """A digest of ``point``'s values, the cache's key."""
     data = b"".join(np.ascontiguousarray(point[n]).tobytes() for n in names)
@@ -313,7 +343,8 @@ def as_outputs(value: Any) -> tuple[Any, ...]:
 
 def _real_view(value: Any) -> Any:
     if isinstance(value, torch.Tensor) and value.is_complex() and value.layout == torch.strided:
-        return torch.view_as_real(value.resolve_conj())
+        # view_as_real needs a last dimension of stride 1 (a transposed output has not)
+        return torch.view_as_real(value.resolve_conj().contiguous())
     if isinstance(value, torch.Tensor) and value.dtype in (torch.float16, torch.bfloat16):
         return value.to(torch.float32)
     return value

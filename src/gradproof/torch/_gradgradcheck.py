@@ -17,7 +17,7 @@ import torch
 
 from gradproof._engine.validate import validate_callable
 from gradproof._errors import invalid
-from gradproof.torch._common import Reseed, fixed_randomness
+from gradproof.torch._common import Reseed, fixed_randomness, real_of
 from gradproof.torch._function_loss import function_name
 from gradproof.torch._gradcheck import make_config
 from gradproof.torch._inputs import as_values, checked_inputs, input_names
@@ -184,9 +184,23 @@ class BackwardOf:
             grads = torch.autograd.grad(
                 outputs, diff, vectors, create_graph=True, allow_unused=True
             )
-        return tuple(
-            torch.zeros_like(x) if g is None else g for x, g in zip(diff, grads, strict=True)
-        )
+            found = tuple(
+                torch.zeros_like(x) if g is None else g for x, g in zip(diff, grads, strict=True)
+            )
+            return _anchored(found) if not any(g.requires_grad for g in found) else found
+
+
+def _anchored(grads: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """Gradients that depend on no input, made outputs autograd differentiates: as zero.
+
+    A backward constant in the inputs and the grad_outputs (``zero_``, ``fill``) has
+    a second derivative that is zero by autograd; as in torch, the check then
+    asks the numerical derivative to be zero too. Adding a zero leaf that
+    requires grad keeps the values and gives autograd a graph with no input in it.
+    """
+    anchor = torch.zeros((), dtype=real_of(grads[0].dtype), device=grads[0].device)
+    anchor.requires_grad_(True)
+    return tuple(g + anchor for g in grads)
 
 
 def _differentiable(value: Any) -> list[torch.Tensor]:
@@ -217,14 +231,22 @@ def _grad_outputs(
         Reseed(seed, tensors)()
         outputs = _differentiable(func(*work))
     rng = np.random.default_rng(seed)
-    return tuple(
-        torch.tensor(
-            rng.uniform(-1.0, 1.0, tuple(o.shape)),
-            dtype=o.dtype if o.is_floating_point() else torch.float64,
-            device=o.device,
-        ).requires_grad_(True)
-        for o in outputs
-    )
+    return tuple(_uniform(rng, o) for o in outputs)
+
+
+def _uniform(rng: np.random.Generator, output: torch.Tensor) -> torch.Tensor:
+    """A grad_output for ``output``, drawn from [-1, 1), requiring grad.
+
+    For a complex output, a complex one: its real and imaginary parts each
+    from [-1, 1), as torch's ``make_tensor`` draws them.
+    """
+    shape = tuple(output.shape)
+    values = rng.uniform(-1.0, 1.0, shape)
+    if output.is_complex():
+        values = values + 1j * rng.uniform(-1.0, 1.0, shape)
+    dtype = output.dtype if output.is_floating_point() or output.is_complex() else torch.float64
+    dense = torch.empty(shape, dtype=dtype, device=output.device)  # torch.tensor: empty strides 0
+    return dense.copy_(torch.from_numpy(np.asarray(values))).requires_grad_(True)
 
 
 def _vector_names(count: int) -> list[str]:

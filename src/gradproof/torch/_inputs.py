@@ -47,7 +47,7 @@ def checked_inputs(
 
 
 def _validate_checked(position: int, tensor: torch.Tensor, masked: bool | None) -> None:
-    """A checked input must be a dense real floating tensor."""
+    """A checked input must be a dense floating (real or complex) tensor."""
     if tensor.layout != torch.strided:
         raise invalid(
             f"inputs[{position}]",
@@ -55,12 +55,12 @@ def _validate_checked(position: int, tensor: torch.Tensor, masked: bool | None) 
             "gradproof.torch checks dense (strided) inputs only, element by element",
             _sparse_fix(tensor, masked),
         )
-    if not tensor.is_floating_point():
+    if not (tensor.is_floating_point() or tensor.is_complex()):
         raise invalid(
             f"inputs[{position}]",
             f"a tensor of dtype {tensor.dtype}",
-            "must be a real floating tensor to check its gradient",
-            "pass float tensors (complex inputs are not supported)",
+            "must be a floating (real or complex) tensor to check its gradient",
+            "pass float or complex tensors",
         )
 
 

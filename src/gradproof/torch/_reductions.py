@@ -58,6 +58,17 @@ def unit_weights(outputs: list[torch.Tensor], k: int, flat: int) -> tuple[torch.
     return weights
 
 
+def _dense(values: np.ndarray, output: torch.Tensor) -> torch.Tensor:
+    """``values`` as a tensor like ``output`` (its dtype and device: the backward takes it).
+
+    Laid out as ``torch.empty`` lays it out: ``torch.tensor`` gives an empty array
+    strides of 0, which the backward of ``view_as_real`` (a complex output's
+    real view) refuses.
+    """
+    dense = torch.empty(tuple(output.shape), dtype=output.dtype, device=output.device)
+    return dense.copy_(torch.from_numpy(np.asarray(values)))
+
+
 def _every_element(outputs: list[torch.Tensor]) -> Iterator[Reduction]:
     """One unit weighting per element of every output, in order."""
     for k, output in enumerate(outputs):
@@ -77,10 +88,7 @@ def _projections(
     rng = np.random.default_rng(seed)
     named = f"the {owner}output" if len(outputs) == 1 else f"the {owner}{len(outputs)} outputs"
     for p in range(count):
-        weights = tuple(  # on the outputs' device: the backward takes them as grad_outputs
-            torch.tensor(rng.standard_normal(tuple(o.shape)), dtype=o.dtype, device=o.device)
-            for o in outputs
-        )
+        weights = tuple(_dense(rng.standard_normal(tuple(o.shape)), o) for o in outputs)
         context = (
             f"{named} projected on random vector {p + 1} of {count} (seed {seed}; an "
             f"element error r times its tolerance is missed with probability at most "

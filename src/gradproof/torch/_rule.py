@@ -17,7 +17,7 @@ import numpy as np
 
 from gradproof._engine.blocks import WORST_SHOWN
 from gradproof._report import BlockResult, Diagnosis, ElementResult, Index, Report
-from gradproof.torch._common import index_label
+from gradproof.torch._common import as_pairs, index_label
 
 if TYPE_CHECKING:
     from gradproof.torch._function_loss import FunctionLoss
@@ -149,7 +149,7 @@ class TorchRule:
         for name in loss.names:
             numerical = loss.numerical_jacobians(params, name, self.eps)
             jacobians = [
-                _Jacobian(name, params[name].shape, k, tuple(out.shape), a[name], n)
+                _Jacobian(name, as_pairs(params[name]).shape, k, tuple(out.shape), a[name], n)
                 for k, (a, n, out) in enumerate(zip(analytic, numerical, loss.outputs, strict=True))
             ]
             breaks = _Breaks.merged([self._breaks(j) for j in jacobians])

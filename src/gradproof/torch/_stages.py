@@ -123,7 +123,7 @@ def forward_stage(run: Run) -> Tally:
             FORWARD,
             reduction.context,
             run.check(
-                reduction.weights, forward_gradient(jacobians, reduction.weights, run.shapes)
+                reduction.weights, forward_gradient(jacobians, reduction.weights, run.params)
             ),
         )
         for reduction in run.plan
@@ -146,7 +146,7 @@ def _batched_forward(run: Run) -> Outcome:
         report = raised_report(run.shapes, kind="raised", sentence=sentence)
         return Outcome(what, f"raised {type(error).__name__}: {error}", report, numerical=False)
     reduction = run.plan[0]
-    grad = forward_gradient(jacobians, reduction.weights, run.shapes)
+    grad = forward_gradient(jacobians, reduction.weights, run.params)
     return Outcome(what, reduction.context, run.check(reduction.weights, grad))
 
 
