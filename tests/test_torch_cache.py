@@ -1,0 +1,46 @@
+"""The drop-in's output cache: its keys tell every two different points apart, bit for bit."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="gradproof.torch needs torch (gradproof[torch])")
+
+from gradproof.torch._function_loss import _OutputCache  # noqa: E402
+
+
+def keys(points, batch=False):
+    cache = _OutputCache()
+    return [cache.key({"x": p}, ("x",), batch) for p in points]
+
+
+def test_points_that_differ_anywhere_get_different_keys():
+    base = np.linspace(-1.0, 1.0, 12).reshape(3, 4)
+    moved = base.copy()
+    moved[2, 3] += 1e-12
+    signed = base.copy()
+    signed[0, 0] = 0.0
+    negative = signed.copy()
+    negative[0, 0] = -0.0  # equal as numbers, different bits, different outputs (1/x)
+    found = keys([base, moved, base.copy(), signed, negative])
+    assert found[0] == found[2]
+    assert len({found[0], found[1], found[3], found[4]}) == 4
+
+
+def test_a_batch_is_keyed_row_by_row_against_the_base_point():
+    base = np.arange(6.0).reshape(2, 3)
+    batch = np.repeat(base[None], 3, axis=0)
+    batch[1, 0, 2] = 7.5
+    other = batch.copy()
+    other[1, 0, 2] = 7.25
+    cache = _OutputCache()
+    first = cache.key({"x": batch}, ("x",), True)
+    assert first == cache.key({"x": batch.copy()}, ("x",), True)
+    assert first != cache.key({"x": other}, ("x",), True)
+    assert first != cache.key({"x": batch[:2]}, ("x",), True)  # another shape
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128])
+def test_keys_work_for_every_dtype_and_a_zero_dimensional_point(dtype):
+    a, b = np.array(1.5, dtype=dtype), np.array(2.5, dtype=dtype)
+    first, second, again = keys([a, b, a.copy()])
+    assert first == again != second
