@@ -443,10 +443,20 @@ def test_bfloat16_natively_is_refused_but_checked_in_float64():
 
 
 def test_fast_mode_probes_and_still_fails_the_wrong_backward():
-    x, y = _inputs((4,), (4,))
+    x, y = _inputs((24, 12), (24, 12))  # 576 coordinates: probing costs less than all
     assert gt.gradcheck(two_outputs, (x, y), fast_mode=True) is True
     with pytest.raises(gt.GradcheckError) as caught:
         gt.gradcheck(mul_twice, (x, y), fast_mode=True)
+    assert caught.value.report.mode == "probe"
+
+
+def test_fast_mode_checks_every_coordinate_where_that_costs_less_than_probing():
+    x, y = _inputs((4,), (4,))  # 8 coordinates: fewer evaluations than one probe's set-up
+    with pytest.raises(gt.GradcheckError) as caught:
+        gt.gradcheck(mul_twice, (x, y), fast_mode=True)
+    assert caught.value.report.mode == "full"
+    with pytest.raises(gt.GradcheckError) as caught:  # the user's own mode is kept
+        gt.gradcheck(mul_twice, (x, y), fast_mode=True, mode="probe")
     assert caught.value.report.mode == "probe"
 
 

@@ -181,8 +181,12 @@ def test_torchs_rule_and_options_pass_through():
     assert gt.gradgradcheck(Gelu.apply, (x,), check_batched_grad=True, nondet_tol=0.0) is True
     assert gt.gradgradcheck(Gelu.apply, (x,), fast_mode=True, check_grad_dtypes=True) is True
     assert gt.gradgradcheck(Gelu.apply, (x,), masked=True) is True  # dense: nothing masked
-    with pytest.raises(gt.GradcheckError) as caught:
+    with pytest.raises(gt.GradcheckError) as caught:  # 8 coordinates: fast mode checks all
         gt.gradgradcheck(GeluDetached.apply, (x,), fast_mode=True)
+    assert caught.value.report.mode == "full"
+    (large,) = _inputs((300,))  # 600 coordinates with its grad_output: fast mode probes
+    with pytest.raises(gt.GradcheckError) as caught:
+        gt.gradgradcheck(GeluDetached.apply, (large,), fast_mode=True)
     assert caught.value.report.mode == "probe"
 
 

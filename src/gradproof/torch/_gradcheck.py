@@ -134,9 +134,11 @@ def gradcheck(
             element) against the same numerical derivatives as the backward.
         check_backward_ad: check the backward (default True); False with
             ``check_forward_ad=True`` checks the jvp alone.
-        fast_mode: use gradproof's ``mode="probe"`` where :func:`gradproof.check`
-            offers it (a full check otherwise). torch's rule, where given, is
-            still checked on the full Jacobians.
+        fast_mode: use gradproof's ``mode="probe"`` where the checked inputs
+            hold more than 512 real coordinates (below that, checking every
+            coordinate costs less, so fast mode is never slower than the
+            default). torch's rule, where given, is still checked on the full
+            Jacobians.
         masked: None, False or True: as in torch, it matters for sparse inputs
             only, which gradproof refuses naming their layout and the dense
             (``to_dense()``) or values-only alternative for that ``masked``.
@@ -239,8 +241,6 @@ def make_config(
     _validate_bound("rtol", rtol, "pass a bound such as rtol=1e-3, or leave rtol=None")
     validate_precision(dtype)
     engine = {**options, "eps": eps}
-    if flags["fast_mode"]:
-        engine.setdefault("mode", "probe")
     return Config(
         options=torch_options,
         rule=TorchRule.given(atol, rtol, eps),
@@ -249,6 +249,7 @@ def make_config(
         projections=projections,
         batched=flags["batched"],
         engine=engine,
+        fast_mode=bool(flags["fast_mode"]) and "mode" not in options,
     )
 
 

@@ -72,6 +72,7 @@ class Config:
     projections: int
     batched: bool
     engine: dict[str, Any]  # gradproof.check's options (eps, mode, seed, tol...)
+    fast_mode: bool = False  # probe mode, where the inputs are large enough to gain by it
 
 
 def verdict(
@@ -97,7 +98,7 @@ def verdict(
             seed=seed,
             owner=subject.owner,
         )
-        engine = {**config.engine, "batched": config.batched}
+        engine = {**config.engine, "batched": config.batched, **_fast_mode(config, params)}
         run = Run(
             loss,
             params,
@@ -130,3 +131,15 @@ def error(subject: Subject, tally: Tally) -> GradcheckError:
         dataclasses.replace(report, extra={**report.extra, "checked": first.context}),
         f"{subject.tool}: {subject.phrase(first.what)} {claim}{more if tally.total > 1 else ''}.",
     )
+
+
+# Below this many real coordinates, every coordinate costs less than gradproof's probes
+# (their directions, bisection and fixed set-up; measured over torch's op_db samples by
+# bench/fastmode.py): fast_mode checks them all, so it is never slower than the default.
+FAST_MODE_FULL_UP_TO = 512
+
+
+def _fast_mode(config: Config, params: dict[str, Any]) -> dict[str, Any]:
+    """``{"mode": "probe"}`` where ``fast_mode`` asks for speed and probing gives it."""
+    size = sum(a.size * (2 if a.dtype.kind == "c" else 1) for a in params.values())
+    return {"mode": "probe"} if config.fast_mode and size > FAST_MODE_FULL_UP_TO else {}
