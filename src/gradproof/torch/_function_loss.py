@@ -254,6 +254,20 @@ class FunctionLoss:
         rows = [self._evaluate({n: point[n][k] for n in self.names}) for k in range(count)]
         return [torch.stack([row[j] for row in rows]) for j in range(len(self.kept))]
 
+    def vmap_works(self, params: dict[str, np.ndarray]) -> bool:
+        """Whether ``func`` runs under vmap: tried once, on two copies of ``params``.
+
+        Where it does not (a Function without a vmap rule), the check evaluates one
+        point at a time from the start, instead of building batches to loop over.
+        """
+        if self.use_vmap:
+            try:
+                with self.lock:
+                    self._vmapped({n: np.stack([params[n]] * 2) for n in self.names})
+            except Exception:  # vmap cannot run func: one call per point
+                self.use_vmap = False
+        return self.use_vmap
+
     def _vmapped(self, point: dict[str, np.ndarray]) -> list[torch.Tensor]:
         stacked = [
             from_numpy(point[n], self.work[i])
@@ -301,12 +315,13 @@ class _OutputCache:
         self.entries: dict[bytes, list[torch.Tensor]] = {}
         self.elements = 0
         self.base: dict[str, np.ndarray] = {}  # the first point seen: keys are taken from it
+        self.enabled = True  # False where no later check will replay the outputs
 
     def get(self, key: bytes) -> list[torch.Tensor] | None:
         return self.entries.get(key)
 
     def has_room(self) -> bool:
-        return self.elements < CACHE_ELEMENTS
+        return self.enabled and self.elements < CACHE_ELEMENTS
 
     def add(self, key: bytes, outputs: list[torch.Tensor]) -> None:
         """Keep ``outputs`` where the bound allows; drop them otherwise."""

@@ -98,7 +98,8 @@ def verdict(
             seed=seed,
             owner=subject.owner,
         )
-        engine = {**config.engine, "batched": config.batched, **_fast_mode(config, params)}
+        batched = config.batched and loss.vmap_works(params)
+        engine = {**config.engine, "batched": batched, **_fast_mode(config, params)}
         run = Run(
             loss,
             params,
@@ -109,6 +110,7 @@ def verdict(
             seed=seed,
             forward_option=subject.forward_option,
         )
+        loss.cache.enabled = _replays(config, plan, loss)
         tally = run.tally(values)
     if not tally.failures:
         return True
@@ -143,3 +145,12 @@ def _fast_mode(config: Config, params: dict[str, Any]) -> dict[str, Any]:
     """``{"mode": "probe"}`` where ``fast_mode`` asks for speed and probing gives it."""
     size = sum(a.size * (2 if a.dtype.kind == "c" else 1) for a in params.values())
     return {"mode": "probe"} if config.fast_mode and size > FAST_MODE_FULL_UP_TO else {}
+
+
+def _replays(config: Config, plan: list[Any], loss: FunctionLoss) -> bool:
+    """Whether a second numerical check will replay the first one's points: more than one
+    reduction or output, or a check of the batched backward or the jvp. Where none will,
+    the outputs are not kept (keying them costs a pass over every point)."""
+    options = config.options
+    several = len(plan) > 1 or len(loss.graph) > 1
+    return several or options.check_batched_grad or options.check_forward_ad
