@@ -52,7 +52,7 @@ WORKLOADS = ("fraud", "mlp5k", "mlp30k", "mlp92k", "mlp10m")
 FORMER_NAMES = {"seeds": "fraud", "seeds loop": "notebook loop"}
 CELL_TIMEOUT = 900
 REPEAT_BUDGET = 3.0  # seconds: a cell is run again while its runs took less than this ...
-REPEATS = 7  # ... up to this many runs in all, and the median reported
+REPEATS = 301  # ... up to this many runs in all, and the median of all but the first reported
 
 
 def plan() -> list[tuple[str, str, str]]:
@@ -110,14 +110,15 @@ def run_cell(tool: str, name: str, variant: str) -> dict[str, Any]:
     out = runner()
     times = [time.perf_counter() - started]
     # A short check is timed again, up to REPEATS runs or REPEAT_BUDGET seconds in all,
-    # and the median is reported: one cold run of a few milliseconds measures first-call
-    # costs (lazy imports, caches) and the machine's jitter more than the tool. Every
-    # tool alike; checks of minutes run once.
+    # and the median of the warm runs (all but the first) is reported: a cold run of a few
+    # milliseconds measures first-call costs (lazy imports, caches) and the machine's
+    # jitter more than the tool, and so do a handful of runs. Every tool alike; checks of
+    # minutes run once.
     while sum(times) < REPEAT_BUDGET and len(times) < REPEATS:
         started = time.perf_counter()
         runner()
         times.append(time.perf_counter() - started)
-    seconds = float(statistics.median(times))
+    seconds = float(statistics.median(times[1:] or times))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out.update(tool=tool, workload=name, variant=variant, seconds=seconds, size=w.size)
     out.update(first_seconds=times[0], runs=len(times))
