@@ -5,11 +5,11 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="gradproof.torch needs torch (gradproof[torch])")
 
-from gradproof.torch._function_loss import _OutputCache  # noqa: E402
+from gradproof.torch._cache import OutputCache  # noqa: E402
 
 
 def keys(points, batch=False):
-    cache = _OutputCache()
+    cache = OutputCache()
     return [cache.key({"x": p}, ("x",), batch) for p in points]
 
 
@@ -32,7 +32,7 @@ def test_a_batch_is_keyed_row_by_row_against_the_base_point():
     batch[1, 0, 2] = 7.5
     other = batch.copy()
     other[1, 0, 2] = 7.25
-    cache = _OutputCache()
+    cache = OutputCache()
     first = cache.key({"x": batch}, ("x",), True)
     assert first == cache.key({"x": batch.copy()}, ("x",), True)
     assert first != cache.key({"x": other}, ("x",), True)

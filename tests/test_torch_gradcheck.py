@@ -450,6 +450,63 @@ def test_fast_mode_probes_and_still_fails_the_wrong_backward():
     assert caught.value.report.mode == "probe"
 
 
+class _Center(torch.autograd.Function):
+    """x - mean(x), with a vmap rule that is wrong: it takes the mean across the batch too."""
+
+    @staticmethod
+    def forward(x):
+        return x - x.mean()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, g):
+        return g - g.mean()
+
+    @staticmethod
+    def vmap(info, in_dims, x):
+        return x - x.mean(), 0  # wrong: x.mean(-1, keepdim=True) under vmap
+
+
+def test_a_wrong_vmap_rule_is_found_by_the_trial_and_not_used():
+    x = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_Center.apply, (x,))
+    assert gt.gradcheck(_Center.apply, (x,)) is True  # one call per point, as torch
+
+
+class _SquareTwice(torch.autograd.Function):
+    """x**2 with its gradient doubled, and a vmap rule torch generates."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return x**2
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 4 * g * x
+
+
+def test_fast_mode_probes_sooner_where_func_is_called_once_per_point():
+    x, y = _inputs((40,), (40,))  # 80 coordinates
+    with pytest.raises(gt.GradcheckError) as caught:  # MulTwiceX has no vmap rule
+        gt.gradcheck(mul_twice, (x, y), fast_mode=True)
+    assert caught.value.report.mode == "probe"
+    with pytest.raises(gt.GradcheckError) as caught:  # under vmap: all 80 checked
+        gt.gradcheck(
+            _SquareTwice.apply, (torch.cat([x, y]).detach().requires_grad_(),), fast_mode=True
+        )
+    assert caught.value.report.mode == "full"
+
+
 def test_fast_mode_checks_every_coordinate_where_that_costs_less_than_probing():
     x, y = _inputs((4,), (4,))  # 8 coordinates: fewer evaluations than one probe's set-up
     with pytest.raises(gt.GradcheckError) as caught:

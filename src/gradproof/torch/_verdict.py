@@ -99,7 +99,7 @@ def verdict(
             owner=subject.owner,
         )
         batched = config.batched and loss.vmap_works(params)
-        engine = {**config.engine, "batched": batched, **_fast_mode(config, params)}
+        engine = {**config.engine, "batched": batched, **_fast_mode(config, params, batched)}
         run = Run(
             loss,
             params,
@@ -138,13 +138,15 @@ def error(subject: Subject, tally: Tally) -> GradcheckError:
 # Below this many real coordinates, every coordinate costs less than gradproof's probes
 # (their directions, bisection and fixed set-up; measured over torch's op_db samples by
 # bench/fastmode.py): fast_mode checks them all, so it is never slower than the default.
-FAST_MODE_FULL_UP_TO = 512
+# Evaluated under vmap, all the coordinates take a few calls; one call per point, a probe
+# check's ~40 calls are fewer than 2N from a few dozen coordinates on.
+FAST_MODE_FULL_UP_TO = {True: 512, False: 32}
 
 
-def _fast_mode(config: Config, params: dict[str, Any]) -> dict[str, Any]:
+def _fast_mode(config: Config, params: dict[str, Any], batched: bool) -> dict[str, Any]:
     """``{"mode": "probe"}`` where ``fast_mode`` asks for speed and probing gives it."""
     size = sum(a.size * (2 if a.dtype.kind == "c" else 1) for a in params.values())
-    return {"mode": "probe"} if config.fast_mode and size > FAST_MODE_FULL_UP_TO else {}
+    return {"mode": "probe"} if config.fast_mode and size > FAST_MODE_FULL_UP_TO[batched] else {}
 
 
 def _replays(config: Config, plan: list[Any], loss: FunctionLoss) -> bool:
