@@ -248,6 +248,34 @@ def test_one_undefined_output_gradient_is_checked_against_the_numerical_derivati
     assert len(block.wrong_elements) == 4
 
 
+class TwoOutputsSlightlyOff(torch.autograd.Function):
+    """(x², 3x), the first output's gradient off by 1e-6 of its vector: inside atol=1e-5."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x, 3 * x
+
+    @staticmethod
+    def backward(ctx, g, h):
+        (x,) = ctx.saved_tensors
+        return 2 * g * x + 1e-6 * g + 3 * h
+
+
+def test_torchs_rule_also_decides_the_undefined_and_batched_checks():
+    (x,) = _inputs((3,))
+    rule = {"atol": 1e-5}
+    assert _torch(TwoOutputsSlightlyOff.apply, (x,), **rule) is True
+    assert gt.gradcheck(TwoOutputsSlightlyOff.apply, (x,), **rule) is True
+    assert gt.gradcheck(TwoOutputsSlightlyOff.apply, (x,), check_batched_grad=True, **rule)
+    assert gt.gradcheck(TwoOutputsSlightlyOff.apply, (x,), raise_exception=False) is False
+    # within the rule as well, a backward that doubles with an undefined gradient still fails
+    assert (
+        gt.gradcheck(TwoOutputsWrongWhenFirstIsNone.apply, (x,), **rule, raise_exception=False)
+        is False
+    )
+
+
 def test_a_backward_that_handles_none_passes_as_in_torch():
     (x,) = _inputs((4,))
     assert _torch(TwoOutputsNoneSafe.apply, (x,)) is True

@@ -137,8 +137,8 @@ def gradcheck(
         fast_mode: use gradproof's ``mode="probe"`` where the checked inputs
             hold more than 512 real coordinates (32 where ``func`` cannot run
             under vmap); below that, checking every coordinate costs less, so
-            fast mode is never slower than the default. torch's rule, where given, is still checked on the full
-            Jacobians.
+            fast mode is never slower than the default. torch's rule, where
+            given, is still checked on the full Jacobians.
         masked: None, False or True: as in torch, it matters for sparse inputs
             only, which gradproof refuses naming their layout and the dense
             (``to_dense()``) or values-only alternative for that ``masked``.
