@@ -325,3 +325,23 @@ def test_the_jax_example_on_the_complex_page_runs():
     section = page.split("\n## JAX\n", 1)[1].split("\n## ", 1)[0]
     (block,) = re.findall(r"```py\n(.*?)```", section, flags=re.S)
     exec(compile(block, "docs/complex.md", "exec"), {"__name__": "docs_complex_jax"})
+
+
+def test_a_rule_returning_a_complex_cotangent_for_a_real_leaf_is_named():
+    @jax.custom_vjp
+    def scaled(a, b):
+        return jnp.sin(a) * b
+
+    def bwd(saved, ct):
+        a, b = saved
+        return ct * jnp.conj(jnp.cos(a) * b), ct * jnp.conj(jnp.sin(a))  # complex for real b
+
+    scaled.defvjp(lambda a, b: (scaled(a, b), (a, b)), bwd)
+    params = {"z": np.array([1 + 2j, -0.5 + 0.3j]), "w": np.array([0.3, -1.2])}
+
+    def f(p):
+        return jnp.sum(jnp.abs(scaled(p["z"], p["w"])) ** 2)
+
+    assert not check_grads_passes(f, params)
+    with pytest.raises(gradproof.InvalidArgument, match=r"real leaf 'w'.*jnp\.real"):
+        gj.check(f, params)

@@ -256,10 +256,12 @@ class _Problem:
             grads = self.differentiate(self.of_blocks)(point)
         except UNTRACEABLE as error:
             raise untraceable(error) from error
-        return {
-            name: np.asarray(g, dtype=np.complex128 if np.iscomplexobj(g) else np.float64)
-            for name, g in zip(self.tree.block_names, grads, strict=True)
-        }
+        out = {}
+        for name, g, value in zip(self.tree.block_names, grads, point, strict=True):
+            if np.iscomplexobj(g) and not np.iscomplexobj(value):
+                raise _complex_cotangent(name, np.asarray(g))
+            out[name] = np.asarray(g, dtype=np.complex128 if np.iscomplexobj(g) else np.float64)
+        return out
 
     def loss(self, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
         """f at one parameter set, or at a batch of them (a leading axis on every block)."""
@@ -347,3 +349,15 @@ def _with_notes(report: Report, tree: Pytree) -> Report:
     shown = ", ".join(fixed[:8]) + (f" and {len(fixed) - 8} more" if len(fixed) > 8 else "")
     note = f"Held fixed, not being floating point (so not checked): {shown}."
     return dataclasses.replace(report, notes=(*report.notes, note))
+
+
+def _complex_cotangent(name: str, gradient: np.ndarray) -> Exception:
+    """A custom rule in ``f`` gave the real leaf ``name`` a complex gradient: a bug in the rule."""
+    return invalid(
+        "f",
+        f"a gradient of dtype {gradient.dtype} for the real leaf {name!r}",
+        "must give a real leaf a real gradient: a custom_vjp/custom_jvp rule in f returned a "
+        "complex cotangent for a real input (check_grads fails it as well)",
+        f"return the real part (jnp.real) of {name!r}'s cotangent in the rule, or make the "
+        "leaf complex if the function is meant to take complex values there",
+    )
