@@ -44,3 +44,18 @@ def test_keys_work_for_every_dtype_and_a_zero_dimensional_point(dtype):
     a, b = np.array(1.5, dtype=dtype), np.array(2.5, dtype=dtype)
     first, second, again = keys([a, b, a.copy()])
     assert first == again != second
+
+
+@pytest.mark.parametrize(
+    "func",
+    [lambda x: x.view(-1), lambda x: x.t(), lambda x: (x[1:], x * 2)],
+    ids=["view", "transpose", "slice_and_product"],
+)
+@pytest.mark.parametrize("options", [{"projections": 3}, {"full_jacobian": True}, {}])
+def test_outputs_that_are_views_of_the_input_are_not_overwritten_by_the_next_point(func, options):
+    import gradproof.torch as gt
+
+    x = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(func, (x,))
+    assert gt.gradcheck(func, (x,), **options) is True
+    assert gt.gradcheck(func, (x,), batched=False, **options) is True

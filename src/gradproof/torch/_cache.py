@@ -1,5 +1,8 @@
-"""The outputs of ``func`` kept by the drop-in's first check, for later checks to replay.
+"""Where the drop-in keeps ``func``'s inputs and outputs between evaluations.
 
+:class:`Staging` holds one input tensor per checked input, written in place at every
+evaluation (a fresh tensor per call cost a page-faulting allocation as large as the input).
+:class:`OutputCache` keeps the outputs of the first check, for later checks to replay.
 A later check (another projection, every output element, the batched backward) asks for
 the outputs at the points the first one evaluated; they are found by a key exact to the
 bit, taken from where a point differs from the first point seen.
@@ -70,3 +73,30 @@ def _words(array: np.ndarray) -> np.ndarray:
     size = array.dtype.itemsize
     width = 8 if size % 8 == 0 else size
     return array.reshape(-1).view(np.dtype(f"u{width}")).reshape(*array.shape, size // width)
+
+
+class Staging:
+    """One CPU tensor per checked input, reused by every evaluation of one point.
+
+    An output that shares memory with a staged input (``func`` returned a view of it)
+    is copied, so that no result changes when the next point is written.
+    """
+
+    def __init__(self) -> None:
+        self.tensors: dict[int, tuple[torch.Tensor, np.ndarray]] = {}
+
+    def put(self, position: int, values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+        """``values`` in ``like``'s dtype and device: in the staged tensor on the CPU."""
+        if like.device.type != "cpu":
+            return torch.tensor(np.array(values), dtype=like.dtype, device=like.device)
+        if position not in self.tensors:
+            staged = torch.empty(tuple(like.shape), dtype=like.dtype, device=like.device)
+            self.tensors[position] = (staged, staged.numpy())
+        staged, view = self.tensors[position]
+        np.copyto(view, values, casting="same_kind")
+        return staged
+
+    def unaliased(self, outputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``outputs``, each one that shares a staged tensor's memory copied."""
+        staged = {t.untyped_storage().data_ptr() for t, _ in self.tensors.values()}
+        return [o.clone() if o.untyped_storage().data_ptr() in staged else o for o in outputs]

@@ -22,7 +22,7 @@ import torch
 from torch.func import vmap
 
 from gradproof._errors import invalid
-from gradproof.torch._cache import OutputCache
+from gradproof.torch._cache import OutputCache, Staging
 from gradproof.torch._common import (
     Reseed,
     as_pairs,
@@ -77,6 +77,7 @@ class FunctionLoss:
         self.use_vmap = batched  # unbatched: one call per point
         self.needs_grad = False  # func calls autograd itself: evaluated with grad enabled
         self.cache = OutputCache()
+        self.staging = Staging()
         self.lock = threading.RLock()
         self.kept, self.graph = self._trace()
         self.outputs = [o.detach() for o in self.graph]
@@ -213,28 +214,30 @@ class FunctionLoss:
             return outputs
 
     def __getstate__(self) -> dict[str, Any]:  # workers=n sends the loss to other processes
-        skip = ("lock", "graph", "cache")  # the graph only serves the parent's backward
+        skip = ("lock", "graph", "cache", "staging")  # the graph only serves the parent's backward
         return {k: v for k, v in self.__dict__.items() if k not in skip}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, lock=threading.RLock(), graph=[], cache=OutputCache())
+        self.__dict__.update(
+            state, lock=threading.RLock(), graph=[], cache=OutputCache(), staging=Staging()
+        )
 
     def _evaluate(self, point: dict[str, np.ndarray]) -> list[torch.Tensor]:
         if self.is_batch(point):
             return self._evaluate_batch(point)
         args = list(self.work)
-        for i, name in zip(self.checked, self.names, strict=True):
-            args[i] = from_numpy(point[name], self.work[i])
         if not self.needs_grad:
+            for i, name in zip(self.checked, self.names, strict=True):
+                args[i] = self.staging.put(i, point[name], self.work[i])
             try:
                 with torch.no_grad():
-                    return self._call(args)
+                    return self.staging.unaliased(self._call(args))
             except RuntimeError:
                 # func may run autograd itself (torch.autograd.grad, .backward()), which
                 # needs inputs that require grad: it is retried, and from now on run, so.
                 self.needs_grad = True
-        for i in self.checked:
-            args[i].requires_grad_(True)
+        for i, name in zip(self.checked, self.names, strict=True):
+            args[i] = from_numpy(point[name], self.work[i]).requires_grad_(True)
         with torch.enable_grad():
             return self._call(args)
 

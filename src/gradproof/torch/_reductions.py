@@ -53,7 +53,8 @@ def reductions(
 
 def unit_weights(outputs: list[torch.Tensor], k: int, flat: int) -> tuple[torch.Tensor, ...]:
     """Weights that pick element ``flat`` (row-major) of output ``k``: one there, zero elsewhere."""
-    weights = tuple(torch.zeros_like(o) for o in outputs)
+    # contiguous, whatever the outputs' strides (a transposed output's zeros_like has no view(-1))
+    weights = tuple(torch.zeros(tuple(o.shape), dtype=o.dtype, device=o.device) for o in outputs)
     weights[k].view(-1)[flat] = 1
     return weights
 
