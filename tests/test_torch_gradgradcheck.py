@@ -184,7 +184,7 @@ def test_torchs_rule_and_options_pass_through():
     with pytest.raises(gt.GradcheckError) as caught:  # 8 coordinates: fast mode checks all
         gt.gradgradcheck(GeluDetached.apply, (x,), fast_mode=True)
     assert caught.value.report.mode == "full"
-    (large,) = _inputs((300,))  # 600 coordinates with its grad_output: fast mode probes
+    (large,) = _inputs((600,))  # 1,200 coordinates with its grad_output: fast mode probes
     with pytest.raises(gt.GradcheckError) as caught:
         gt.gradgradcheck(GeluDetached.apply, (large,), fast_mode=True)
     assert caught.value.report.mode == "probe"

@@ -135,7 +135,7 @@ def gradcheck(
         check_backward_ad: check the backward (default True); False with
             ``check_forward_ad=True`` checks the jvp alone.
         fast_mode: use gradproof's ``mode="probe"`` where the checked inputs
-            hold more than 512 real coordinates (32 where ``func`` cannot run
+            hold more than 1,024 real coordinates (32 where ``func`` cannot run
             under vmap); below that, checking every coordinate costs less, so
             fast mode is never slower than the default. torch's rule, where
             given, is still checked on the full Jacobians.

@@ -136,11 +136,12 @@ def error(subject: Subject, tally: Tally) -> GradcheckError:
 
 
 # Below this many real coordinates, every coordinate costs less than gradproof's probes
-# (their directions, bisection and fixed set-up; measured over torch's op_db samples by
-# bench/fastmode.py): fast_mode checks them all, so it is never slower than the default.
-# Evaluated under vmap, all the coordinates take a few calls; one call per point, a probe
-# check's ~40 calls are fewer than 2N from a few dozen coordinates on.
-FAST_MODE_FULL_UP_TO = {True: 512, False: 32}
+# (their directions, bisection and fixed set-up): fast_mode checks them all, so it is never
+# slower than the default. Evaluated under vmap, all the coordinates take a few calls, and
+# probing wins from about 700 coordinates on (op_db samples by bench/fastmode.py, and a
+# tanh/clamp function from 256 to 8,192 coordinates); one call per point, a probe check's
+# ~40 calls are fewer than 2N from a few dozen coordinates on.
+FAST_MODE_FULL_UP_TO = {True: 1024, False: 32}
 
 
 def _fast_mode(config: Config, params: dict[str, Any], batched: bool) -> dict[str, Any]:
