@@ -6,7 +6,11 @@ Two panels: full checks (every coordinate: gradproof, the notebook's loop, torch
 gradient's time at each workload's parameter count; probe mode on one tanh layer (10M and
 100M parameters, one wrong element) is added where ``run.py --targets`` measured it::
 
-    python bench/plot_scale.py bench/results.json --out docs/img/scale.svg
+    python bench/plot_scale.py bench/results.json bench/results_targets.json \
+        --out docs/img/scale.svg
+
+With several files, each tool's points are taken from all of them (a later file's point
+replaces an earlier one's at the same size); compare within one run for ratios.
 
 Needs matplotlib (``pip install gradproof[plot]``).
 """
@@ -80,10 +84,20 @@ def plot(results: list[dict[str, Any]], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", help="a run.py --json file")
+    parser.add_argument("results", nargs="+", help="run.py --json files")
     parser.add_argument("--out", default="docs/img/scale.svg")
     args = parser.parse_args(argv)
-    plot(json.loads(Path(args.results).read_text()), Path(args.out))
+    merged: dict[tuple[str, str, str, int], dict[str, Any]] = {}
+    for name in args.results:
+        for r in json.loads(Path(name).read_text()):
+            key = (
+                FORMER.get(r.get("tool", ""), r.get("tool", "")),
+                str(r.get("workload")),
+                str(r.get("variant")),
+                int(r.get("size") or 0),
+            )
+            merged[key] = r
+    plot(list(merged.values()), Path(args.out))
     print(args.out)
     return 0
 

@@ -72,11 +72,16 @@ def plan() -> list[tuple[str, str, str]]:
 
 def target_plan() -> list[tuple[str, str, str]]:
     """The cells the targets need (``--targets``): the notebook's network with the batched
-    loss beside its loop, and the same torch function at 30k and 92k three ways."""
+    loss beside its loop, the same torch function at 5.5k, 30k and 92k three ways, and
+    the quick checks at every size, for the scaling plot."""
     cells = []
     for variant in ("correct", "planted"):
         cells += [(t, "fraud", variant) for t in ("gradproof full batched", "notebook loop")]
-        cells += [(t, w, variant) for w in ("mlp30k", "mlp92k") for t in SAME_FUNCTION_TOOLS]
+        for w in ("mlp5k", "mlp30k", "mlp92k"):
+            cells += [(t, w, variant) for t in SAME_FUNCTION_TOOLS]
+    # the scaling plot's quick checks, from 47 to 10.5M parameters, correct gradient
+    quick = ("gradproof probe", "torch gradcheck fast")
+    cells += [(t, w, "correct") for w in WORKLOADS for t in quick]
     return cells
 
 
