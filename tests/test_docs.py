@@ -68,10 +68,25 @@ def test_the_examples_on_each_page_run(page, capsys):
     if page == "reports.md":
         pytest.importorskip("matplotlib", reason="the page plots")
     namespace: dict = {"__name__": f"docs_{page}"}
-    blocks = _python_blocks(page)
+    blocks = [b for b in _python_blocks(page) if _framework(b) is None]
     assert blocks
     for block in blocks:
         exec(compile(block, f"docs/{page}", "exec"), namespace)
+
+
+def _framework(block: str) -> str | None:
+    """The optional framework an example imports (torch, jax), or None for the core's."""
+    found = re.search(r"^\s*(?:import|from) (torch|jax)\b|gradproof\.(torch|jax)\b", block, re.M)
+    return None if found is None else found.group(1) or found.group(2)
+
+
+@pytest.mark.parametrize(("page", "framework"), [("complex.md", "torch")])
+def test_the_framework_examples_on_each_page_run(page, framework, capsys):
+    pytest.importorskip(framework, reason=f"the page's {framework} example needs {framework}")
+    blocks = [b for b in _python_blocks(page) if _framework(b) == framework]
+    assert blocks
+    for block in blocks:
+        exec(compile(block, f"docs/{page}", "exec"), {"__name__": f"docs_{page}"})
 
 
 def test_the_pytest_page_example_passes(pytester):
