@@ -34,6 +34,7 @@ def test_a_right_complex_gradient_passes_and_the_users_array_is_untouched():
     assert report.status == "pass", str(report)
     assert report.blocks["z"].shape == (4, 2)
     assert params["z"].dtype == np.complex128 and np.array_equal(params["z"], Z)
+    assert "complex128 were checked as their real and imaginary parts" in report.precision
 
 
 @pytest.mark.parametrize(

@@ -227,9 +227,15 @@ def _precision_text(layout: Layout, measured: Measured) -> str:
         text = f"{name} (the loss computes in {name}; steps and tolerances are set for it)"
     else:
         text = "float64"
-    kinds = sorted({str(b.dtype) for b in layout.blocks if b.dtype != np.float64})
-    if kinds:
-        text += f"; params of dtype {', '.join(kinds)} were checked in float64"
+    real = sorted({str(b.dtype) for b in layout.blocks if b.dtype.kind != "c"} - {"float64"})
+    if real:
+        text += f"; params of dtype {', '.join(real)} were checked in float64"
+    complex_kinds = sorted({str(b.dtype) for b in layout.blocks if b.dtype.kind == "c"})
+    if complex_kinds:
+        text += (
+            f"; params of dtype {', '.join(complex_kinds)} were checked as their real and "
+            "imaginary parts, in float64"
+        )
     return text
 
 
