@@ -30,7 +30,7 @@ from statistics import median
 import numpy as np
 
 from gradproof._engine.evaluate import Evaluator
-from gradproof._engine.shifts import Along, Signs
+from gradproof._engine.shifts import Along, Signs, scale_into
 
 POINTS = 8  # steps along each direction
 MOSTLY_STILL = 0.5  # a table with more values equal to J(θ) than this share is not resolved
@@ -169,12 +169,8 @@ class TableDirection(Along):
         """Write ``v[start : start + out.size]`` into ``out``: the arithmetic of the whole-array
         expression, element by element, so the values are bit-for-bit the same."""
         theta, grid = self.theta[start : start + out.size], self.grid
-        signs = np.empty(out.size, dtype=np.int8)
-        self.signs.into(start, signs)
-        np.abs(theta, out=out)
-        np.maximum(out, 1.0, out=out)
-        np.multiply(out, self.spacing, out=out)
-        vectors = np.multiply(signs, out, out=out)
+        np.multiply(scale_into(theta, out), self.spacing, out=out)
+        vectors = np.multiply(self.signs.chunk(start, out.size), out, out=out)
         if grid.bits < FLOAT64.bits:
             vectors = round_to(theta + vectors, grid) - theta
             out[...] = vectors
@@ -188,12 +184,9 @@ class TableDirection(Along):
         if self.grid.bits < FLOAT64.bits or step != round(step) or abs(step) > 127:
             super().shift(start, theta, step, out, scratch)
             return
-        signs = np.empty(out.size, dtype=np.int8)
-        self.signs.into(start, signs)
+        signs = self.signs.chunk(start, out.size)
         signs *= int(step)
-        np.abs(theta, out=scratch)
-        np.maximum(scratch, 1.0, out=scratch)
-        np.multiply(scratch, self.spacing, out=scratch)
+        np.multiply(scale_into(theta, scratch), self.spacing, out=scratch)
         np.multiply(signs, scratch, out=scratch)
         np.add(theta, scratch, out=out)
 

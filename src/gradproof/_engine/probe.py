@@ -37,7 +37,7 @@ import numpy as np
 from gradproof._engine.context import Context
 from gradproof._engine.judge import judge_elements
 from gradproof._engine.schemes import SCHEMES, default_step
-from gradproof._engine.shifts import CHUNK, Along, Signs
+from gradproof._engine.shifts import CHUNK, Along, Signs, scale_into
 from gradproof._engine.tree import Block
 
 WIDE = 16  # failing halves at one depth beyond which a block counts as wrong throughout
@@ -84,12 +84,8 @@ class Direction(Along):
 
     def fill(self, start: int, out: np.ndarray) -> None:
         """Write ``u[start : start + out.size]`` into ``out``."""
-        stop = start + out.size
-        signs = np.empty(out.size, dtype=np.int8)
-        self.signs.into(start, signs)
-        np.abs(self.theta[start:stop], out=out)
-        np.maximum(out, 1.0, out=out)
-        np.multiply(signs, out, out=out)
+        scale = scale_into(self.theta[start : start + out.size], out)
+        np.multiply(self.signs.chunk(start, out.size), scale, out=out)
 
     def shift(
         self, start: int, theta: np.ndarray, step: float, out: np.ndarray, scratch: np.ndarray

@@ -68,11 +68,22 @@ class Signs:
         np.multiply(bits[skip:], 2, out=out, casting="unsafe")
         out -= 1
 
+    def chunk(self, start: int, size: int) -> np.ndarray:
+        """Signs ``start : start + size``, as int8 ±1."""
+        out = np.empty(size, dtype=np.int8)
+        self.into(start, out)
+        return out
+
     def array(self) -> np.ndarray:
         """Every sign, as int8 ±1 (for tests and small spans)."""
-        out = np.empty(self.size, dtype=np.int8)
-        self.into(0, out)
-        return out
+        return self.chunk(0, self.size)
+
+
+def scale_into(theta: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out = max(|theta|, 1)``: the size of a random direction's step at each coordinate
+    (relative to theta, and never below 1)."""
+    np.abs(theta, out=out)
+    return np.maximum(out, 1.0, out=out)
 
 
 def _draw_bits(rng: np.random.Generator, out: np.ndarray) -> None:

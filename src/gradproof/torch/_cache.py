@@ -15,6 +15,8 @@ import hashlib
 import numpy as np
 import torch
 
+from gradproof.torch._common import from_numpy
+
 CACHE_ELEMENTS = 1 << 24  # outputs kept for the second and later checks (128 MiB of float64)
 
 
@@ -88,7 +90,7 @@ class Staging:
     def put(self, position: int, values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
         """``values`` in ``like``'s dtype and device: in the staged tensor on the CPU."""
         if like.device.type != "cpu":
-            return torch.tensor(np.array(values), dtype=like.dtype, device=like.device)
+            return from_numpy(values, like)
         if position not in self.tensors:
             staged = torch.empty(tuple(like.shape), dtype=like.dtype, device=like.device)
             self.tensors[position] = (staged, staged.numpy())

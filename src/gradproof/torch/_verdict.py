@@ -18,7 +18,13 @@ from torch.autograd.gradcheck import GradcheckError as TorchGradcheckError
 
 import gradproof
 from gradproof._report import Report
-from gradproof.torch._common import Precision, compute_dtype, fixed_randomness, to_numpy64
+from gradproof.torch._common import (
+    Precision,
+    as_pairs,
+    compute_dtype,
+    fixed_randomness,
+    to_numpy64,
+)
 from gradproof.torch._function_loss import CheckedInputs, FunctionLoss
 from gradproof.torch._options import TorchOptions
 from gradproof.torch._reductions import reductions
@@ -146,7 +152,7 @@ FAST_MODE_FULL_UP_TO = {True: 1024, False: 32}
 
 def _fast_mode(config: Config, params: dict[str, Any], batched: bool) -> dict[str, Any]:
     """``{"mode": "probe"}`` where ``fast_mode`` asks for speed and probing gives it."""
-    size = sum(a.size * (2 if a.dtype.kind == "c" else 1) for a in params.values())
+    size = sum(as_pairs(a).size for a in params.values())  # real coordinates
     return {"mode": "probe"} if config.fast_mode and size > FAST_MODE_FULL_UP_TO[batched] else {}
 
 
