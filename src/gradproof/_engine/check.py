@@ -147,6 +147,7 @@ def check(
         # the loss reads is caught by comparing it with the values after (noise.py).
         before = local.value() if calls_gradient(grad) else None
         g, grad_eps = resolve_gradient(grad, params, layout)
+        local.know_gradient(g)
         if (workers is not None or executor is not None) and mode != "probe":
             # Before any step away from θ: an unpicklable loss fails here, having cost little.
             pool = Pool(loss, layout, theta, batched, workers=workers, executor=executor)

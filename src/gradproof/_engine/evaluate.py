@@ -13,10 +13,8 @@ in the same thread); on a worker, the parent watches it run (``parallel.py``).
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -24,11 +22,13 @@ from typing import Any
 import numpy as np
 
 from gradproof._engine.budget import SERIAL_FIX, Limits
+from gradproof._engine.calls import Loss, call_loss
+from gradproof._engine.calls import evaluate_offsets as evaluate_offsets  # its old home
+from gradproof._engine.resident import open_resident
 from gradproof._engine.shifts import Along, as_along, shift_span
 from gradproof._engine.tree import Layout
 from gradproof._errors import WorkerError, invalid
 
-Loss = Callable[[Any], Any]
 # Parameter sets per batched call: a bound on the loss's own memory for the batch
 # (its activations grow with K), and small enough to stay in cache.
 ROW_CAP = 1024
@@ -63,8 +63,20 @@ class Evaluator:
     seconds: float = 0.0  # time spent inside the loss, for budgets and chunk sizes
     limits: Limits = field(default_factory=Limits)  # how long one call of the loss may run
     watch: Any = None  # on a worker process: told what is being evaluated (budget.Watch)
+    # The loss's own way to evaluate shifted points where it holds them (resident.py):
+    # opened with the evaluator; None: every point is built here, on the host
+    resident: Any = None
     # The work buffer of directions() and coordinates(): theta, except inside a call
     _work: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.resident is None:
+            self.resident = open_resident(self.loss, self.layout, self.theta, self.batched)
+
+    def know_gradient(self, g: np.ndarray) -> None:
+        """Tell the loss's resident evaluation the gradient under test (for ``g . u``)."""
+        if self.resident is not None:
+            self.resident.gradient(g)
 
     def with_pool(self, pool: Any) -> Evaluator:
         """This evaluator (its counts and timings kept) sending coordinates to ``pool``."""
@@ -76,6 +88,9 @@ class Evaluator:
 
     def value(self, flat: np.ndarray | None = None) -> float:
         """J at ``flat`` (default: the base point), as a Python float."""
+        if flat is None and self.resident is not None:
+            where = "the base point"
+            return self._scalar(self._timed(self.resident.base, where, 1), where)
         point = self.theta if flat is None else flat
         return self._call(point, where="the base point")
 
@@ -100,6 +115,8 @@ class Evaluator:
             self._note_dtype(values)
             out[...] = values
             return out
+        if self.resident is not None and out.dtype == np.float64:
+            return self._resident_coordinates(indices, offsets, out)
         if self.batched:
             return self._coordinates_batched(indices, offsets, out)
         # Real offsets shift the work buffer; complex ones a complex copy of theta.
@@ -133,6 +150,11 @@ class Evaluator:
         """
         span = slice(0, self.theta.size) if span is None else span
         alongs = [as_along(v) for v in vectors]
+        if self.resident is not None:
+            count = len(alongs) * steps.shape[0]
+            resident = self.resident
+            values = self._timed(lambda: resident.directions(alongs, steps, span), where, count)
+            return self._finite_values(values, [where] * count, eps_sets_steps)
         if self.batched:
             return self._directions_batched(alongs, steps, span)
         out = np.empty((len(alongs), steps.shape[0]))
@@ -153,6 +175,35 @@ class Evaluator:
         chunk at a time (see :meth:`directions`).
         """
         return self.directions([direction], steps, span=span)[0]
+
+    def _resident_coordinates(
+        self, indices: np.ndarray, offsets: np.ndarray, out: np.ndarray
+    ) -> np.ndarray:
+        """:meth:`coordinates` through the loss's resident evaluation, a few coordinates
+        per call (so that progress, the watch and the budget follow along)."""
+        n, k = offsets.shape
+        points = min(ROW_CAP, self.chunk_elements // max(1, self.theta.size)) if self.batched else 0
+        rows = max(1, max(points, 64) // max(k, 1))
+        for lo in range(0, n, rows):
+            part = slice(lo, min(n, lo + rows))
+            count = (part.stop - lo) * k
+            where = (int(indices[lo]), offsets[lo, 0], count)
+            these, shifts = indices[part], offsets[part]
+            resident = self.resident
+            values = self._timed(lambda: resident.coordinates(these, shifts), where, count)  # noqa: B023
+            places = [(int(i), o) for i, row in zip(these, shifts, strict=True) for o in row]
+            out[part] = self._finite_values(values, places).reshape(part.stop - lo, k)
+        return out
+
+    def _finite_values(self, values: Any, places: list[Any], eps_sets_steps: bool = True) -> Any:
+        """``values`` from a resident evaluation, as an array; the first non-finite one, if
+        any, is reported at its place (see :meth:`_scalar`)."""
+        array = np.asarray(_to_numpy(values))
+        self._note_dtype(array)
+        if not np.all(np.isfinite(array)):
+            bad = int(np.flatnonzero(~np.isfinite(array.ravel()))[0])
+            self._scalar(array.ravel()[bad], places[bad], eps_sets_steps)
+        return array
 
     def _buffer(self) -> np.ndarray:
         """The work buffer: equal to theta except inside a call (made on first use)."""
@@ -208,17 +259,18 @@ class Evaluator:
     def _call(self, flat: np.ndarray, where: Any, eps_sets_steps: bool = True) -> Any:
         if self.batched:  # a batched loss takes every point with a leading axis
             return self._scalar(self._call_batch(flat[None, :], where)[0], where, eps_sets_steps)
-        value = self._timed(self.layout.build(flat), where, 1)
+        structure = self.layout.build(flat)
+        value = self._timed(lambda: call_loss(self.loss, structure), where, 1)
         return self._scalar(value, where, eps_sets_steps)
 
-    def _timed(self, structure: Any, where: Any, count: int) -> Any:
-        """The loss at ``structure`` (``count`` points), timed, counted and watched."""
+    def _timed(self, call: Callable[[], Any], where: Any, count: int) -> Any:
+        """``call()``, evaluating the loss at ``count`` points, timed, counted and watched."""
         typical = self.seconds_per_evaluation
         if self.watch is not None:
             self.watch.begin(where, count)
         started = time.perf_counter()
         try:
-            value = call_loss(self.loss, structure)
+            value = call()
         finally:
             if self.watch is not None:
                 self.watch.end()
@@ -243,7 +295,8 @@ class Evaluator:
 
     def _call_batch(self, points: np.ndarray, where: Any = "a batched evaluation") -> np.ndarray:
         structure = self.layout.build(points, batch=points.shape[0])
-        values = np.asarray(_to_numpy(self._timed(structure, where, points.shape[0])))
+        value = self._timed(lambda: call_loss(self.loss, structure), where, points.shape[0])
+        values = np.asarray(_to_numpy(value))
         if values.shape != (points.shape[0],):
             raise invalid(
                 "loss",
@@ -280,92 +333,6 @@ class Evaluator:
                 + (" or choose a smaller step `eps`" if eps_sets_steps else ""),
             )
         return scalar
-
-
-def evaluate_offsets(
-    evaluator: Evaluator, is_complex: bool, indices: np.ndarray, offsets: np.ndarray
-) -> np.ndarray:
-    """``evaluator.coordinates(indices, offsets)``, checking that complex steps survive.
-
-    A complex step (``scheme="complex"``) needs a loss that computes with complex
-    parameters and keeps the imaginary part of its value; one that does not is
-    misuse of ``scheme``, reported as such rather than as a wrong gradient.
-    """
-    if not is_complex:
-        return evaluator.coordinates(indices, offsets)
-    fix = "use scheme='richardson' (the default), which needs only real arithmetic"
-    if any(b.is_complex for b in evaluator.layout.blocks):
-        raise invalid(
-            "scheme",
-            "complex",
-            "cannot step complex parameters: the complex step needs the imaginary part for itself",
-            fix,
-        )
-    try:
-        with warnings.catch_warnings():
-            # float(z) of a complex z drops the imaginary part with only a warning
-            warnings.simplefilter("error", np.exceptions.ComplexWarning)
-            values = evaluator.coordinates(indices, offsets)
-    except (TypeError, np.exceptions.ComplexWarning) as error:
-        raise invalid(
-            "scheme",
-            "complex",
-            f"needs a loss that computes with complex parameters, but the loss raised "
-            f"{type(error).__name__}: {error}",
-            fix,
-        ) from error
-    if not np.any(values.imag):
-        raise invalid(
-            "scheme",
-            "complex",
-            "needs a loss whose value keeps the imaginary part (this loss returned real "
-            "values for complex parameters: abs, max or a cast to float drops it)",
-            fix,
-        )
-    return values
-
-
-def call_loss(loss: Loss, structure: Any) -> Any:
-    """``loss(structure)``, with misuse told apart from the loss's own errors.
-
-    A loss that cannot take one argument, or that writes into the read-only
-    parameters it is given, is misuse of ``loss`` (an InvalidArgument that says
-    what to do); any other exception is the loss's own and propagates unchanged.
-    """
-    try:
-        return loss(structure)
-    except TypeError as error:
-        if _takes_one_argument(loss):
-            raise
-        raise invalid(
-            "loss",
-            loss,
-            f"must take one argument, the parameter structure, but calling it with one "
-            f"raised TypeError: {error}",
-            "wrap it, e.g. loss=lambda p: f(p['W'], p['b'], X, y), with the data in a closure",
-        ) from error
-    except ValueError as error:
-        if "read-only" not in str(error):
-            raise
-        raise invalid(
-            "loss",
-            loss,
-            "wrote into the parameters it was given: gradproof passes read-only views, so "
-            f"that a check can change neither your arrays nor its own state ({error})",
-            "copy before changing them inside the loss (w = p['W'].copy()), or compute "
-            "without in-place operations (w = w + 1, not w += 1)",
-        ) from error
-
-
-def _takes_one_argument(loss: Loss) -> bool:
-    """Whether ``loss`` accepts one positional argument (True where it cannot be told)."""
-    try:
-        inspect.signature(loss).bind(None)
-    except TypeError:
-        return False
-    except ValueError:  # no signature (a builtin): assume it can
-        return True
-    return True
 
 
 def _finite(value: Any) -> bool:

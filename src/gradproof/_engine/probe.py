@@ -37,7 +37,7 @@ import numpy as np
 from gradproof._engine.context import Context
 from gradproof._engine.judge import judge_elements
 from gradproof._engine.schemes import SCHEMES, default_step
-from gradproof._engine.shifts import CHUNK, Along, Signs, scale_into
+from gradproof._engine.shifts import CHUNK, Along, Recipe, Signs, scale_into
 from gradproof._engine.tree import Block
 
 WIDE = 16  # failing halves at one depth beyond which a block counts as wrong throughout
@@ -97,6 +97,15 @@ class Direction(Along):
             self._summed += scratch.size
         np.multiply(scratch, step, out=scratch)
         np.add(theta, scratch, out=out)
+
+    def recipe(self) -> Recipe:
+        """``s * max(|theta|, 1)``, wanting ``g . u`` back until it has it."""
+        return Recipe(self.signs, dot=self.g is not None and self._summed != self.g.size)
+
+    def record_dot(self, value: float) -> None:
+        """``g . u`` as summed on the device that built the direction."""
+        assert self.g is not None
+        self._total, self._summed = value, self.g.size
 
     def analytic(self) -> float:
         """``g . u``: summed by the first pass, or by a pass of its own where none ran

@@ -110,17 +110,38 @@ def _draw_bits(rng: np.random.Generator, out: np.ndarray) -> None:
         out[-1] = rng.integers(0, 2, size=1)[0]
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """How a device builds a random direction without the host: over its span,
+    ``u = s * (max(|theta|, 1) * spacing)`` in float64 (s: the ±1 ``signs``), and where
+    ``grid_bits`` < 53, ``u = round(theta + u) - theta`` at that many significand bits.
+    ``dot``: the direction wants ``g . u`` back (:meth:`Along.record_dot`)."""
+
+    signs: Signs
+    spacing: float = 1.0
+    grid_bits: int = 53
+    dot: bool = False
+
+
 class Along:
     """A direction over a span of the parameters, computed a chunk at a time.
 
     ``fill(start, out)`` writes the direction's values for the span's coordinates
     ``start : start + out.size``; ``shift`` writes the shifted point there. A subclass
     may override ``shift`` to take fewer passes, as long as its points are the same, bit
-    for bit.
+    for bit. One whose values follow a :class:`Recipe` says so in :meth:`recipe`, so
+    that a loss holding the parameters on a device can build it there.
     """
 
     def fill(self, start: int, out: np.ndarray) -> None:
         raise NotImplementedError
+
+    def recipe(self) -> Recipe | None:
+        """How to build this direction from its signs (None: only :meth:`fill` can)."""
+        return None
+
+    def record_dot(self, value: float) -> None:
+        """Take ``g . u``, summed where the direction was built (see :class:`Recipe`)."""
 
     def shift(
         self, start: int, theta: np.ndarray, step: float, out: np.ndarray, scratch: np.ndarray

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,6 +12,7 @@ import torch
 from torch.func import functional_call, vmap
 
 import gradproof
+from gradproof._engine.resident import Span
 from gradproof._engine.validate import validate_callable, validate_seed
 from gradproof._errors import invalid
 from gradproof._report import Report
@@ -28,6 +29,7 @@ from gradproof.torch._common import (
     to_numpy64,
     validate_precision,
 )
+from gradproof.torch._resident import ModuleResident, open_module_resident
 from gradproof.torch._state import borrowed
 
 
@@ -227,6 +229,7 @@ class _ModuleLoss:
         self.reseed = Reseed(seed, list(own.values()))
         self.use_vmap = True
         self.lock = threading.RLock()
+        self.dirty = False  # a host-built point was written into the tensors (see _resident)
 
     @property
     def args(self) -> tuple[Any, ...]:
@@ -258,15 +261,27 @@ class _ModuleLoss:
             tensor.grad = None  # the user's own .grad comes back when the model is returned
         return grads
 
+    def __gradproof_resident__(
+        self, spans: Sequence[Span], theta: np.ndarray, batched: bool
+    ) -> ModuleResident | None:
+        """Evaluations made where the tensors live, no point built on the host (see
+        :mod:`gradproof.torch._resident`)."""
+        return open_module_resident(self, spans, theta, batched)
+
     def __call__(self, point: dict[str, np.ndarray]) -> torch.Tensor:
         first = self.names[0]
         if np.ndim(point[first]) == self.tensors[first].dim() + 1:
             return self._batch(point)
         with self.lock, torch.no_grad():  # one evaluation at a time: the model is shared
+            self.dirty = True
             for name in self.names:
                 self.tensors[name].copy_(from_numpy(point[name], self.tensors[name]))
-            self.reseed()
-            return self._forward(self.model)
+            return self.in_place()
+
+    def in_place(self) -> torch.Tensor:
+        """The loss at the values the tensors hold now (the generator reset first)."""
+        self.reseed()
+        return self._forward(self.model)
 
     def _forward(self, model: Any) -> torch.Tensor:
         return scalar_loss(self.loss_fn(model(*self.args), *self.batch[1:]), "loss_fn")
@@ -285,7 +300,11 @@ class _ModuleLoss:
             return self._vmapped_unlocked(point)
 
     def _vmapped_unlocked(self, point: dict[str, np.ndarray]) -> torch.Tensor:
-        stacked = {n: from_numpy(point[n], self.tensors[n]) for n in self.names}
+        return self.vmapped({n: from_numpy(point[n], self.tensors[n]) for n in self.names})
+
+    def vmapped(self, stacked: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss at every point of ``stacked`` (each tensor's values with a leading
+        axis of points), in one call under vmap; raises where vmap cannot run the model."""
 
         def one(values: dict[str, torch.Tensor]) -> torch.Tensor:
             moved = {id(self.tensors[n]): v for n, v in values.items() if n not in self.parameters}

@@ -1,0 +1,214 @@
+"""check_module's points made where the tensors live (gradproof.torch._resident).
+
+The claim is that the resident way evaluates the very points the host would build, so
+the oracle is the host's own way on the same loss: values must agree bit for bit (an
+exact comparison is the property under test here, not a float tolerance). Then: no
+point is built on the host per evaluation, the tensors hold the base point between
+calls (also after a host-built point, or a loss that raises), and check_module's
+verdicts, evaluated this way, still name a planted element.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip(
+    "torch", reason="the resident evaluation is torch's (pip install torch)"
+)
+
+import gradproof.torch  # noqa: E402
+from gradproof._engine.evaluate import Evaluator  # noqa: E402
+from gradproof._engine.precision import LEVELS, TableDirection  # noqa: E402
+from gradproof._engine.probe import Direction  # noqa: E402
+from gradproof._engine.shifts import Signs, Values  # noqa: E402
+from gradproof._engine.tree import Layout, flatten  # noqa: E402
+from gradproof.torch._common import to_numpy64  # noqa: E402
+from gradproof.torch._module import _ModuleLoss  # noqa: E402
+from gradproof.torch._resident import ModuleResident  # noqa: E402
+from gradproof.torch._state import borrowed  # noqa: E402
+
+
+def _model(n: int = 6, dtype: torch.dtype = torch.float64) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(n, 5), torch.nn.Tanh(), torch.nn.Linear(5, 1)).to(
+        dtype
+    )
+
+
+def _evaluators(model, target, batched, x, y):
+    """Two evaluators of one borrowed model's loss: resident, and the host's way."""
+    names = [name for name, _ in model.named_parameters()]
+    params = {name: to_numpy64(p) for name, p in model.named_parameters()}
+    loss = _ModuleLoss(model, torch.nn.functional.mse_loss, (x, y), target, (names, []), 0)
+    layout, theta = flatten(params)
+    resident = Evaluator(loss, layout, theta, batched=batched)
+    host = Evaluator(loss, layout, theta, batched=batched, resident=False)
+    host.resident = None  # the host's way: every point built here
+    return loss, layout, theta, resident, host
+
+
+@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("native", [False, True])
+def test_the_points_are_the_hosts_bit_for_bit(batched, native):
+    model = _model(dtype=torch.float32 if native else torch.float64)
+    x, y = torch.randn(9, 6, dtype=torch.float64), torch.randn(9, 1, dtype=torch.float64)
+    target = torch.float32 if native else torch.float64
+    with borrowed([model], target):
+        loss, layout, theta, resident, host = _evaluators(model, target, batched, x, y)
+        assert isinstance(resident.resident, ModuleResident)
+        indices = np.array([0, 7, 29, layout.size - 1])
+        offsets = np.array([[1e-3, -1e-3], [2e-6, -2e-6], [0.5, -0.25], [1e-8, 3e-8]])
+        np.testing.assert_array_equal(
+            resident.coordinates(indices, offsets), host.coordinates(indices, offsets)
+        )
+        rng = np.random.default_rng(1)
+        span = slice(3, layout.size - 2)  # across every block but the edges
+        signs = [Signs.draw(rng, span.stop - span.start) for _ in range(3)]
+        steps = np.array([1e-3, -1e-3, 4e-3])
+        for alongs in (
+            [Direction(theta[span], s) for s in signs],
+            [TableDirection(theta[span], s, 1e-6, LEVELS[1]) for s in signs],
+            [Values(rng.standard_normal(span.stop - span.start)) for _ in signs],
+        ):
+            np.testing.assert_array_equal(
+                resident.directions(alongs, steps, span=span),
+                host.directions(alongs, steps, span=span),
+            )
+        np.testing.assert_array_equal(resident.value(), host.value())
+
+
+def test_a_directions_dot_with_the_gradient_is_summed_where_it_is_built():
+    model = _model()
+    x, y = torch.randn(9, 6, dtype=torch.float64), torch.randn(9, 1, dtype=torch.float64)
+    with borrowed([model], torch.float64):
+        _, layout, theta, resident, _ = _evaluators(model, torch.float64, False, x, y)
+        g = np.random.default_rng(2).standard_normal(layout.size)
+        resident.know_gradient(g)
+        signs = Signs.draw(np.random.default_rng(3), layout.size - 5)
+        direction = Direction(theta[5:], signs, g[5:])
+        resident.along(slice(5, layout.size), direction, np.array([1e-3, -1e-3]))
+        expected = float(np.dot(g[5:], signs.array() * np.maximum(np.abs(theta[5:]), 1.0)))
+        assert direction.analytic() == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_tensors_hold_the_base_point_between_calls_even_after_a_host_built_point():
+    model = _model()
+    x, y = torch.randn(9, 6, dtype=torch.float64), torch.randn(9, 1, dtype=torch.float64)
+    with borrowed([model], torch.float64):
+        _, layout, theta, resident, host = _evaluators(model, torch.float64, False, x, y)
+        moved = theta + 0.1
+        at_moved = resident.value(moved)  # built on the host and written into the tensors
+        assert at_moved != pytest.approx(resident.value(), rel=1e-6)
+        indices, offsets = np.array([2, 11]), np.array([[1e-4], [-1e-4]])
+        expected = host.coordinates(indices, offsets)  # leaves its last point in the tensors
+        np.testing.assert_array_equal(resident.coordinates(indices, offsets), expected)
+        current = np.concatenate([to_numpy64(p).ravel() for p in model.parameters()])
+        np.testing.assert_array_equal(current, theta)
+
+
+def test_a_loss_that_raises_halfway_leaves_the_tensors_at_the_base_point():
+    model = _model()
+    x, y = torch.randn(9, 6, dtype=torch.float64), torch.randn(9, 1, dtype=torch.float64)
+    calls = {"n": 0}
+
+    def loss_fn(out, target):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("the loss broke")
+        return torch.nn.functional.mse_loss(out, target)
+
+    with borrowed([model], torch.float64):
+        names = [name for name, _ in model.named_parameters()]
+        params = {name: to_numpy64(p) for name, p in model.named_parameters()}
+        loss = _ModuleLoss(model, loss_fn, (x, y), torch.float64, (names, []), 0)
+        layout, theta = flatten(params)
+        evaluator = Evaluator(loss, layout, theta)
+        signs = Signs.draw(np.random.default_rng(0), layout.size)
+        with pytest.raises(RuntimeError, match="the loss broke"):
+            evaluator.directions([Direction(theta, signs)], np.array([0.1, -0.1, 0.2]))
+        current = np.concatenate([to_numpy64(p).ravel() for p in model.parameters()])
+        np.testing.assert_array_equal(current, theta)
+
+
+def test_no_point_is_built_on_the_host_per_evaluation(monkeypatch):
+    """A probe check of a 250,000-parameter model: the layout never builds a host point,
+    and the host's arrays allocated while evaluating stay far below one copy of θ."""
+    n = 500
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(n, n), torch.nn.Tanh(), torch.nn.Linear(n, 1))
+    model = model.double()
+    x, y = torch.randn(4, n, dtype=torch.float64), torch.randn(4, 1, dtype=torch.float64)
+    builds = {"n": 0}
+    real_build = Layout.build
+
+    def counting_build(self, *args, **kwargs):
+        builds["n"] += 1
+        return real_build(self, *args, **kwargs)
+
+    monkeypatch.setattr(Layout, "build", counting_build)
+    report = gradproof.torch.check_module(
+        model, torch.nn.functional.mse_loss, x, y, mode="probe", progress=False
+    )
+    assert report.passed and report.evaluations > 50
+    assert builds["n"] == 0
+
+    with borrowed([model], torch.float64):
+        _, layout, theta, resident, _ = _evaluators(model, torch.float64, True, x, y)
+        signs = Signs.draw(np.random.default_rng(0), layout.size)
+        direction = Direction(theta, signs)
+        tracemalloc.start()
+        try:
+            tracemalloc.reset_peak()
+            resident.directions([direction] * 4, np.array([1e-3, -1e-3]))
+            resident.coordinates(np.arange(0, layout.size, 997), np.full((251, 2), 1e-4))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < theta.nbytes / 8, f"{peak} bytes allocated on the host, θ has {theta.nbytes}"
+
+
+def test_check_module_evaluated_in_place_names_a_planted_element():
+    """A weight's gradient doubled by a hook on one element is found, in probe and full mode."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(40, 30), torch.nn.Tanh(), torch.nn.Linear(30, 1))
+    mask = torch.ones(30, 40)
+    mask[4, 7] = 2.0
+    model[0].weight.register_hook(lambda grad: grad * mask.to(grad.dtype))
+    x, y = torch.randn(16, 40), torch.randn(16, 1)
+    for mode in ("full", "probe"):
+        report = gradproof.torch.check_module(
+            model, torch.nn.functional.mse_loss, x, y, mode=mode, progress=False
+        )
+        assert not report.passed
+        assert report.suspects[0] == "0.weight", mode
+        assert report.blocks["0.weight"].wrong_elements == ((4, 7),), mode
+        assert all(report.blocks[name].passed for name in ("0.bias", "2.weight", "2.bias"))
+
+
+def test_inputs_and_tied_weights_go_the_resident_way():
+    torch.manual_seed(0)
+    emb = torch.nn.Linear(4, 4, bias=False)
+    model = torch.nn.Sequential(emb, torch.nn.Tanh(), torch.nn.Linear(4, 4, bias=False))
+    model[2].weight = emb.weight  # tied: one block
+    x, y = torch.randn(5, 4), torch.randn(5, 4)
+    report = gradproof.torch.check_module(
+        model, torch.nn.functional.mse_loss, x, y, wrt="all", progress=False
+    )
+    assert report.passed
+    assert list(report.blocks) == ["0.weight", "batch[0]", "batch[1]"]
+
+
+def test_reseed_makes_dropout_repeat_in_place():
+    """Dropout draws one mask per evaluation, the same at every point (the generator is
+    reset before each), so a training-mode model checks cleanly the resident way too."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Dropout(0.3), torch.nn.Linear(8, 1))
+    x, y = torch.randn(10, 6), torch.randn(10, 1)
+    with pytest.warns(gradproof.torch.TrainingModeWarning):
+        report = gradproof.torch.check_module(
+            model, torch.nn.functional.mse_loss, x, y, progress=False
+        )
+    assert report.passed
