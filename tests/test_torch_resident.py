@@ -212,3 +212,39 @@ def test_reseed_makes_dropout_repeat_in_place():
             model, torch.nn.functional.mse_loss, x, y, progress=False
         )
     assert report.passed
+
+
+def test_a_tensor_the_resident_way_cannot_view_flat_takes_the_hosts_way():
+    """A non-contiguous input (a transposed view) declines the resident way; the check
+    still runs, on the host's points, and passes."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    x = torch.randn(4, 6).t()  # non-contiguous
+    y = torch.randn(6, 1)
+    opened = []
+    real = ModuleResident.__init__
+
+    def spy(self, *args, **kwargs):
+        opened.append(self)
+        real(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ModuleResident, "__init__", spy)
+        report = gradproof.torch.check_module(
+            model, torch.nn.functional.mse_loss, x, y, wrt="inputs", progress=False
+        )
+    assert report.passed and not opened
+    report = gradproof.torch.check_module(model, torch.nn.functional.mse_loss, x, y, progress=False)
+    assert report.passed
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_a_low_precision_model_checked_natively_goes_the_resident_way(dtype):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 6), torch.nn.Tanh(), torch.nn.Linear(6, 1))
+    model = model.to(dtype)
+    x, y = torch.randn(12, 5, dtype=dtype), torch.randn(12, 1, dtype=dtype)
+    report = gradproof.torch.check_module(
+        model, torch.nn.functional.mse_loss, x, y, dtype="native", progress=False
+    )
+    assert report.status != "fail"  # pass or inconclusive, never a false alarm

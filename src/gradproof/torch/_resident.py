@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 # Coordinates per pass over the parameters: one chunk of float64 temporaries. On a CPU
 # they stay in cache; on a GPU one kernel covers many.
-CHUNK = {"cpu": 1 << 18}
+CHUNK = {"cpu": 1 << 16}
 DEVICE_CHUNK = 1 << 24
 ROW_ELEMENTS = 1 << 22  # (points x parameters) per vmapped call, in float64: 32 MiB
 
