@@ -19,6 +19,7 @@ torch = pytest.importorskip(
     "torch", reason="the resident evaluation is torch's (pip install torch)"
 )
 
+import gradproof._engine.evaluate as evaluate_module  # noqa: E402
 import gradproof.torch  # noqa: E402
 from gradproof._engine.evaluate import Evaluator  # noqa: E402
 from gradproof._engine.precision import LEVELS, TableDirection  # noqa: E402
@@ -248,3 +249,38 @@ def test_a_low_precision_model_checked_natively_goes_the_resident_way(dtype):
         model, torch.nn.functional.mse_loss, x, y, dtype="native", progress=False
     )
     assert report.status != "fail"  # pass or inconclusive, never a false alarm
+
+
+def test_a_model_that_moves_its_own_weights_is_checked_on_host_built_points():
+    """A forward pre-hook that shrinks the weight in place (``weight.data *= 0.999``, a
+    weight decay applied inside forward): the loss is J(θ) = f(0.999 θ), a function of the
+    point, when every point is written whole before each call. In place, the weights would
+    drift from call to call; the resident way notices, declines, and the check gives the
+    host's verdict: autograd's gradient of the weight misses the factor 0.999."""
+
+    def build():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+        model[0].register_forward_pre_hook(shrink)
+        return model
+
+    def shrink(module, args):
+        module.weight.data.mul_(0.999)
+
+    x, y = torch.randn(10, 5), torch.randn(10, 1)
+    real = evaluate_module.open_resident
+    reports = []
+    for opener in (real, lambda *args: None):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(evaluate_module, "open_resident", opener)
+            reports.append(
+                gradproof.torch.check_module(
+                    build(), torch.nn.functional.mse_loss, x, y, progress=False
+                )
+            )
+    resident, host = reports
+    assert host.status == "fail" and host.suspects[0] == "0.weight"
+    assert resident.status == host.status and resident.suspects == host.suspects
+    assert resident.blocks["0.weight"].difference == pytest.approx(
+        host.blocks["0.weight"].difference, rel=1e-6
+    )

@@ -24,7 +24,7 @@ import numpy as np
 from gradproof._engine.budget import SERIAL_FIX, Limits
 from gradproof._engine.calls import Loss, call_loss
 from gradproof._engine.calls import evaluate_offsets as evaluate_offsets  # its old home
-from gradproof._engine.resident import open_resident
+from gradproof._engine.resident import Declined, open_resident
 from gradproof._engine.shifts import Along, as_along, shift_span
 from gradproof._engine.tree import Layout
 from gradproof._errors import WorkerError, invalid
@@ -90,7 +90,10 @@ class Evaluator:
         """J at ``flat`` (default: the base point), as a Python float."""
         if flat is None and self.resident is not None:
             where = "the base point"
-            return self._scalar(self._timed(self.resident.base, where, 1), where)
+            try:
+                return self._scalar(self._timed(self.resident.base, where, 1), where)
+            except Declined:
+                self.resident = None  # this point and every later one built here
         point = self.theta if flat is None else flat
         return self._call(point, where="the base point")
 
@@ -116,7 +119,10 @@ class Evaluator:
             out[...] = values
             return out
         if self.resident is not None and out.dtype == np.float64:
-            return self._resident_coordinates(indices, offsets, out)
+            try:
+                return self._resident_coordinates(indices, offsets, out)
+            except Declined:
+                self.resident = None
         if self.batched:
             return self._coordinates_batched(indices, offsets, out)
         # Real offsets shift the work buffer; complex ones a complex copy of theta.
@@ -151,10 +157,12 @@ class Evaluator:
         span = slice(0, self.theta.size) if span is None else span
         alongs = [as_along(v) for v in vectors]
         if self.resident is not None:
-            count = len(alongs) * steps.shape[0]
-            resident = self.resident
-            values = self._timed(lambda: resident.directions(alongs, steps, span), where, count)
-            return self._finite_values(values, [where] * count, eps_sets_steps)
+            count, resident = len(alongs) * steps.shape[0], self.resident
+            try:
+                values = self._timed(lambda: resident.directions(alongs, steps, span), where, count)
+                return self._finite_values(values, [where] * count, eps_sets_steps)
+            except Declined:
+                self.resident = None
         if self.batched:
             return self._directions_batched(alongs, steps, span)
         out = np.empty((len(alongs), steps.shape[0]))

@@ -17,7 +17,8 @@ None to decline (the evaluator then builds points on the host as always).
 The points must be those the host would build, bit for bit: ``theta_i + offset`` for
 a coordinate, ``theta_i + (u_i * step)`` along a direction, each in float64 and
 then cast to the parameter's dtype. Between calls the parameters hold the base
-point. Directions without a recipe are filled by the host a chunk at a time
+point; a resident that finds they do not (the loss moved them) raises :class:`Declined`.
+Directions without a recipe are filled by the host a chunk at a time
 (:meth:`~gradproof._engine.shifts.Along.fill`).
 """
 
@@ -33,6 +34,12 @@ from gradproof._engine.shifts import Along
 from gradproof._engine.tree import Layout
 
 OPENER = "__gradproof_resident__"
+
+
+class Declined(Exception):
+    """Raised by a :class:`Resident` that can no longer make the check's points (the loss
+    wrote into the parameters it holds, say): the evaluator then builds this point, and
+    every later one, on the host."""
 
 
 @dataclass(frozen=True)

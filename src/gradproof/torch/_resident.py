@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from gradproof._engine.resident import Span
+from gradproof._engine.resident import Declined, Span
 from gradproof._engine.shifts import Along, Recipe, Signs
 
 if TYPE_CHECKING:
@@ -89,6 +89,7 @@ class ModuleResident:
         self.batched = batched
         self.chunk = CHUNK.get(self.device.type, DEVICE_CHUNK)
         self.table = _sign_table(self.device)
+        self.sentinels = [_sentinel(flat) for flat in self.flats]
         loss.dirty = False  # the tensors hold theta now
 
     def gradient(self, g: np.ndarray) -> None:
@@ -97,7 +98,9 @@ class ModuleResident:
     def base(self) -> torch.Tensor:
         with self.loss.lock, torch.no_grad():
             self._settle()
-            return self.loss.in_place()
+            value = self.loss.in_place()
+            self._verify()
+            return value
 
     def coordinates(self, indices: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         n, k = offsets.shape
@@ -117,6 +120,7 @@ class ModuleResident:
                         out.append(self.loss.in_place())
                 finally:
                     flat[local] = original
+            self._verify()
         return _host(out).reshape(n, k)
 
     def directions(self, alongs: Sequence[Along], steps: np.ndarray, span: slice) -> np.ndarray:
@@ -144,6 +148,7 @@ class ModuleResident:
             finally:
                 for j, lo, hi in self._pieces(span):
                     self._piece(j, lo, hi).copy_(self.base_point[lo:hi])
+            self._verify()
         return _host(out).reshape(d, k)
 
     # -- the points ------------------------------------------------------------------
@@ -212,6 +217,15 @@ class ModuleResident:
     def _piece(self, j: int, lo: int, hi: int) -> torch.Tensor:
         start = self.starts[j]
         return self.flats[j][lo - start : hi - start]
+
+    def _verify(self) -> None:
+        """Decline where the loss moved the tensors (a forward that rescales or clamps its
+        own weights in place): a few elements of each, spread over it, must still hold
+        theta. Host-built points are written whole before each call, so they stay right."""
+        for flat, (where, expected) in zip(self.flats, self.sentinels, strict=True):
+            if not torch.equal(flat[where], expected):
+                self.loss.dirty = True
+                raise Declined("the loss wrote into the tensors it was evaluated at")
 
     def _settle(self) -> None:
         """Put theta back into the tensors where a host-built point was written into them."""
@@ -297,6 +311,13 @@ class _Dot:
         if self.summing:
             self.summing = False
             self.along.record_dot(0.0 if self.total is None else float(self.total))
+
+
+def _sentinel(flat: torch.Tensor, count: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` positions spread over ``flat`` (first and last included), and their values."""
+    where = torch.linspace(0, flat.numel() - 1, min(count, flat.numel()), device=flat.device)
+    where = where.round().long()
+    return where, flat[where].clone()
 
 
 def _sign_table(device: torch.device) -> torch.Tensor:
