@@ -89,8 +89,11 @@ class ModuleResident:
         self.batched = batched
         self.chunk = CHUNK.get(self.device.type, DEVICE_CHUNK)
         self.table = _sign_table(self.device)
-        self.sentinels = [_sentinel(flat) for flat in self.flats]
-        loss.dirty = False  # the tensors hold theta now
+        self.sentinels = [
+            self._sentinel(flat, span.start) for flat, span in zip(self.flats, spans, strict=True)
+        ]
+        with loss.lock:  # another thread's evaluator may be using the tensors right now
+            loss.dirty = True  # the first call writes theta in: they may hold another point
 
     def gradient(self, g: np.ndarray) -> None:
         self.grad = _on(g, self.device)
@@ -218,6 +221,15 @@ class ModuleResident:
         start = self.starts[j]
         return self.flats[j][lo - start : hi - start]
 
+    def _sentinel(
+        self, flat: torch.Tensor, start: int, count: int = 8
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``count`` positions spread over ``flat`` (first and last included), and the values
+        theta puts there, in the tensor's dtype."""
+        where = torch.linspace(0, flat.numel() - 1, min(count, flat.numel()), device=self.device)
+        where = where.round().long()
+        return where, self.base_point[start + where].to(flat.dtype)
+
     def _verify(self) -> None:
         """Decline where the loss moved the tensors (a forward that rescales or clamps its
         own weights in place): a few elements of each, spread over it, must still hold
@@ -311,13 +323,6 @@ class _Dot:
         if self.summing:
             self.summing = False
             self.along.record_dot(0.0 if self.total is None else float(self.total))
-
-
-def _sentinel(flat: torch.Tensor, count: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """``count`` positions spread over ``flat`` (first and last included), and their values."""
-    where = torch.linspace(0, flat.numel() - 1, min(count, flat.numel()), device=flat.device)
-    where = where.round().long()
-    return where, flat[where].clone()
 
 
 def _sign_table(device: torch.device) -> torch.Tensor:
