@@ -5,7 +5,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="gradproof.torch needs torch (gradproof[torch])")
 
-from gradproof.torch._cache import OutputCache  # noqa: E402
+from gradproof.torch._cache import SMALL_POINT, OutputCache  # noqa: E402
 
 
 def keys(points, batch=False):
@@ -13,10 +13,14 @@ def keys(points, batch=False):
     return [cache.key({"x": p}, ("x",), batch) for p in points]
 
 
-def test_points_that_differ_anywhere_get_different_keys():
-    base = np.linspace(-1.0, 1.0, 12).reshape(3, 4)
+@pytest.mark.parametrize("shape", [(3, 4), (40, 64)], ids=["keyed-whole", "keyed-by-difference"])
+def test_points_that_differ_anywhere_get_different_keys(shape):
+    """A small point is hashed whole, a large one (over SMALL_POINT values) by where it
+    differs from the first point seen: both tell every two points apart, bit for bit."""
+    base = np.linspace(-1.0, 1.0, shape[0] * shape[1]).reshape(shape)
     moved = base.copy()
     moved[2, 3] += 1e-12
+    assert base.size <= SMALL_POINT if shape == (3, 4) else base.size > SMALL_POINT
     signed = base.copy()
     signed[0, 0] = 0.0
     negative = signed.copy()
@@ -30,6 +34,12 @@ def test_a_batch_is_keyed_row_by_row_against_the_base_point():
     base = np.arange(6.0).reshape(2, 3)
     batch = np.repeat(base[None], 3, axis=0)
     batch[1, 0, 2] = 7.5
+    large = np.repeat(np.arange(600.0)[None], 3, axis=0)  # 1,800 values: keyed by difference
+    large_other = large.copy()
+    large_other[2, 599] = -1.0
+    cache = OutputCache()
+    assert cache.key({"x": large}, ("x",), True) == cache.key({"x": large.copy()}, ("x",), True)
+    assert cache.key({"x": large}, ("x",), True) != cache.key({"x": large_other}, ("x",), True)
     other = batch.copy()
     other[1, 0, 2] = 7.25
     cache = OutputCache()

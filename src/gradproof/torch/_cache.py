@@ -5,7 +5,7 @@ evaluation (a fresh tensor per call cost a page-faulting allocation as large as 
 :class:`OutputCache` keeps the outputs of the first check, for later checks to replay.
 A later check (another projection, every output element, the batched backward) asks for
 the outputs at the points the first one evaluated; they are found by a key exact to the
-bit, taken from where a point differs from the first point seen.
+bit: a small point's every value, a larger one's where it differs from the first point seen.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 from gradproof.torch._common import from_numpy
 
 CACHE_ELEMENTS = 1 << 24  # outputs kept for the second and later checks (128 MiB of float64)
+SMALL_POINT = 1 << 10  # values of a point (or a batch of points) keyed whole, as they are
 
 
 class OutputCache:
@@ -53,10 +54,18 @@ class OutputCache:
         digest = hashlib.blake2b(digest_size=16)
         for name in names:
             values = np.ascontiguousarray(point[name])
+            if values.size <= SMALL_POINT:  # hashed whole: less work than finding differences
+                digest.update(_whole(values))
+                continue
             if name not in self.base:
                 self.base[name] = (values[0] if batch else values).copy()
             digest.update(_difference(values, self.base[name]))
         return digest.digest()
+
+
+def _whole(values: np.ndarray) -> bytes:
+    """``values`` as bytes: its shape and dtype, then every value (exact to the bit)."""
+    return b"whole" + repr((values.shape, values.dtype.str)).encode() + values.tobytes()
 
 
 def _difference(values: np.ndarray, base: np.ndarray) -> bytes:
@@ -75,6 +84,22 @@ def _words(array: np.ndarray) -> np.ndarray:
     size = array.dtype.itemsize
     width = 8 if size % 8 == 0 else size
     return array.reshape(-1).view(np.dtype(f"u{width}")).reshape(*array.shape, size // width)
+
+
+_NUMPY_OF = {torch.float64: np.float64, torch.float32: np.float32}
+
+
+def fresh_tensor(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """A fresh CPU tensor holding ``values`` in ``like``'s dtype (a copy, never a view of them).
+
+    :func:`~gradproof.torch._common.from_numpy`'s result, for less: ``torch.tensor`` costs
+    several microseconds a call, a copy in numpy and ``torch.from_numpy`` a fraction. Other
+    dtypes and devices go through ``from_numpy``.
+    """
+    own = _NUMPY_OF.get(like.dtype)
+    if own is None or like.device.type != "cpu" or values.dtype != own:
+        return from_numpy(values, like)
+    return torch.from_numpy(np.array(values, dtype=own, order="C"))
 
 
 class Staging:

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ from gradproof.torch._common import as_pairs, quiet_vmap_fallback
 from gradproof.torch._findings import (
     Compared,
     Outcome,
+    agrees,
     blocks_report,
     comparison_report,
     raised_report,
@@ -42,16 +43,21 @@ def reentrancy(
     loss: FunctionLoss, reduction: Reduction, nondet_tol: float
 ) -> tuple[dict[str, np.ndarray], Outcome | None]:
     """The backward on ``reduction``, run twice: its gradient, and the finding where runs differ."""
-    first = loss.gradient(reduction.weights)
-    second = loss.gradient(reduction.weights)
+    runs = loss.backward(reduction.weights), loss.backward(reduction.weights)
+    first = loss.as_arrays(runs[0])
+    if _equal(*runs):  # the same values: within any nondet_tol (no report to build)
+        return first, None
+    compared = Compared(
+        _pairs(loss.as_arrays(runs[1])), _pairs(first), nondet_tol, "run 2 vs run 1"
+    )
+    if agrees(compared):  # the report is built for a failure only
+        return first, None
     report = comparison_report(
-        Compared(_pairs(second), _pairs(first), nondet_tol, "run 2 vs run 1"),
+        compared,
         kind="nondeterministic",
         finding="the backward's second run differs from its first",
         coverage=f"the backward run twice with the same grad_outputs (nondet_tol={nondet_tol:g})",
     )
-    if report.passed:
-        return first, None
     context = (
         f"is not deterministic: run twice on the same inputs and grad_outputs, it gives values "
         f"that differ by more than nondet_tol={nondet_tol:g}, so it is not judged against the "
@@ -88,17 +94,23 @@ def within_nondet_tol(report: Report, nondet_tol: float) -> Report:
     return dataclasses.replace(report, blocks=blocks, suspects=failing, status=status)
 
 
-def undefined_backward(loss: FunctionLoss, seed: int, check: Check) -> list[Outcome]:
-    """Undefined output gradients: all of them (zero gradients), then each alone (as zeros)."""
-    outcomes = [_all_undefined(loss)]
+def undefined_backward(loss: FunctionLoss, seed: int, check: Check) -> list[Outcome | None]:
+    """Undefined output gradients: all of them (zero gradients), then each alone (as zeros).
+
+    None stands for a check that passed without a report.
+    """
+    outcomes: list[Outcome | None] = [_all_undefined(loss)]
     if len(loss.graph) > 1:
         weights = reductions(loss.outputs, full_jacobian=False, projections=1, seed=seed)[0].weights
         outcomes += [_one_undefined(loss, weights, k, check) for k in range(len(loss.graph))]
     return outcomes
 
 
-def _all_undefined(loss: FunctionLoss) -> Outcome:
-    """Every output's gradient undefined: the input gradients must be zero (or None)."""
+def _all_undefined(loss: FunctionLoss) -> Outcome | None:
+    """Every output's gradient undefined: the input gradients must be zero (or None).
+
+    None where they are (no report is built for a check that passes).
+    """
     what = f"backward ({UNDEFINED}: every output's gradient undefined)"
     undefined = torch._C._functions.UndefinedGrad  # torch's own gradcheck uses it
     try:
@@ -111,9 +123,14 @@ def _all_undefined(loss: FunctionLoss) -> Outcome:
         )
     except Exception as error:  # the backward could not take None: a failed check
         return _raised(loss, what, error)
+    if all(g is None for g in grads):
+        return None  # no gradient at all: zero, as asked
     got = _pairs(loss.as_arrays(grads))
+    compared = Compared(got, {n: np.zeros_like(g) for n, g in got.items()}, 0.0, "must be 0")
+    if agrees(compared):
+        return None
     report = comparison_report(
-        Compared(got, {n: np.zeros_like(g) for n, g in got.items()}, 0.0, "must be 0"),
+        compared,
         kind="undefined_grad",
         finding="is not zero although every output's gradient is undefined",
         coverage="the backward with every output's gradient undefined (None)",
@@ -266,6 +283,19 @@ def _tangent_types(loss: FunctionLoss, args: list[Any]) -> dict[str, str]:
                     f"{tangent.device}, the output being {out.dtype} on {out.device}"
                 )
     return wrong
+
+
+def _equal(first: Sequence[torch.Tensor | None], second: Sequence[torch.Tensor | None]) -> bool:
+    """Whether two runs of the backward gave the same gradients: no gradient both times, or
+    equal values (NaN is not equal to itself). False also where it cannot tell cheaply."""
+    return all(_same_tensor(a, b) for a, b in zip(first, second, strict=True))
+
+
+def _same_tensor(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    plain = not (a._is_zerotensor() or b._is_zerotensor())
+    return plain and a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
 
 
 def _pairs(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

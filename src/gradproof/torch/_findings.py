@@ -72,6 +72,21 @@ def comparison_report(compared: Compared, *, kind: str, finding: str, coverage: 
     return _report(blocks, _difference(compared), coverage)
 
 
+def agrees(compared: Compared) -> bool:
+    """Whether every element of ``got`` is within the tolerance of ``expected`` (NaN is not):
+    the verdict of :func:`comparison_report`, without building the report.
+
+    >>> agrees(Compared({"x": np.array([1.0, 2.0])}, {"x": np.array([1.0, 2.0])}, 0.0, ""))
+    True
+    >>> agrees(Compared({"x": np.array([np.nan])}, {"x": np.array([np.nan])}, 1.0, ""))
+    False
+    """
+    return all(
+        bool((np.abs(got - np.asarray(compared.expected[name])) <= compared.tolerance).all())
+        for name, got in compared.got.items()
+    )
+
+
 def raised_report(shapes: Mapping[str, tuple[int, ...]], *, kind: str, sentence: str) -> Report:
     """A failed report for a check that could not compute its gradients at all.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -89,6 +90,8 @@ def input_names(func: Callable[..., Any], count: int) -> list[str]:
     fallback = [f"input{i}" for i in range(count)]
     owner = _function_class(func)
     target = func if owner is None else owner.forward
+    if type(target) is types.BuiltinFunctionType and not getattr(target, "__text_signature__", 0):
+        return fallback  # a builtin such as torch.sin: no signature to read (skip the raise)
     try:
         parameters = list(inspect.signature(target).parameters.values())
     except (TypeError, ValueError):

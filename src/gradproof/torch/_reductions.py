@@ -11,6 +11,7 @@ its own.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Iterator
 
@@ -86,10 +87,10 @@ def _projections(
 
     ``owner`` names whose outputs they are (``"the backward's "``), where not ``func``'s.
     """
-    rng = np.random.default_rng(seed)
+    draws = _draws(tuple(tuple(o.shape) for o in outputs), count, seed)
     named = f"the {owner}output" if len(outputs) == 1 else f"the {owner}{len(outputs)} outputs"
-    for p in range(count):
-        weights = tuple(_dense(rng.standard_normal(tuple(o.shape)), o) for o in outputs)
+    for p, values in enumerate(draws):
+        weights = tuple(_dense(d, o) for d, o in zip(values, outputs, strict=True))
         context = (
             f"{named} projected on random vector {p + 1} of {count} (seed {seed}; an "
             f"element error r times its tolerance is missed with probability at most "
@@ -97,3 +98,33 @@ def _projections(
             "element)"
         )
         yield Reduction(context, weights)
+
+
+CACHED_DRAWS = 1 << 12  # values of the projections kept for the next check (32 KiB)
+
+
+def _draws(
+    shapes: tuple[tuple[int, ...], ...], count: int, seed: int
+) -> Iterator[tuple[np.ndarray, ...]]:
+    """The Gaussian values of ``count`` projections of outputs of ``shapes``, in order, from
+    a generator started at ``seed``: kept for the next check where they are few (starting a
+    generator costs more than a small check's other set-up), drawn one projection at a
+    time otherwise."""
+    if count * sum(math.prod(s) for s in shapes) > CACHED_DRAWS:
+        return _drawn(shapes, count, seed)
+    return iter(_kept_draws(shapes, count, seed))
+
+
+def _drawn(
+    shapes: tuple[tuple[int, ...], ...], count: int, seed: int
+) -> Iterator[tuple[np.ndarray, ...]]:
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        yield tuple(rng.standard_normal(s) for s in shapes)
+
+
+@functools.lru_cache(maxsize=64)
+def _kept_draws(
+    shapes: tuple[tuple[int, ...], ...], count: int, seed: int
+) -> tuple[tuple[np.ndarray, ...], ...]:
+    return tuple(_drawn(shapes, count, seed))  # only ever copied into fresh tensors
