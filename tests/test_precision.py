@@ -339,3 +339,56 @@ def test_a_bug_in_a_float32_model_with_a_float64_l2_term_still_fails():
     loss, W, grad = float32_model_with_float64_l2()
     report = gradproof.check(loss, W, lambda p: grad(p) * 1.01)
     assert report.status == "fail" and report.blocks["params"].diagnosis.kind == "scale"
+
+
+# ------------------------------------------------------------ the set-up of a batched loss
+
+
+def test_small_table_points_are_the_directions_own_and_step_zero_is_theta_itself():
+    from gradproof._engine.evaluate import Evaluator
+    from gradproof._engine.precision import POINTS, TableDirection, _direction_signs, _table
+    from gradproof._engine.tree import flatten
+
+    theta = RNG.standard_normal(40) * np.logspace(-12, 3, 40)
+    theta[::7], theta[1::9] = 0.0, -0.0
+    layout, flat = flatten({"w": theta})
+    signs = _direction_signs(theta.size, 0)
+    for level in LEVELS[:3]:
+        seen: list[np.ndarray] = []
+        record = seen.append
+        evaluator = Evaluator(lambda p, record=record: record(p["w"].copy()) or 1.0, layout, flat)
+        _table(evaluator, signs, level.spacing, level, steps=np.arange(0.0, POINTS + 1))
+        for d, s in enumerate(signs):
+            direction = TableDirection(flat, s, level.spacing, level)
+            for k in range(POINTS + 1):
+                point = seen[d * (POINTS + 1) + k]
+                expected = np.empty(flat.size)
+                direction.shift(0, flat, float(k), expected, np.empty(flat.size))
+                expected = flat if k == 0 else expected  # step 0: every bit of θ, -0.0 too
+                np.testing.assert_array_equal(point.view(np.int64), expected.view(np.int64))
+
+
+def test_a_batched_loss_is_called_twice_to_set_up_and_evaluated_as_often():
+    calls: list[int] = []
+
+    def loss(p):
+        calls.append(p["w"].shape[0])
+        return np.sum(np.sin(p["w"]), axis=1)
+
+    theta = np.linspace(0.1, 1.0, 10)
+    report = gradproof.check(loss, {"w": theta}, {"w": np.cos(theta)}, batched=True)
+    assert report.passed
+    # the base point alone, then its two repeats beside the noise table in one call
+    assert calls[:2] == [1, 2 + 16]
+    assert report.evaluations == sum(calls) == 3 + 16 + 2 * theta.size + 1
+
+
+def test_a_batched_loss_that_changes_between_calls_is_still_caught():
+    calls = {"n": 0}
+
+    def loss(p):  # the same value for every row of one call, another the next call
+        calls["n"] += 1
+        return np.sum(p["w"] ** 2, axis=1) + 1e-9 * calls["n"]
+
+    with pytest.raises(gradproof.NondeterministicLossError, match="different values"):
+        gradproof.check(loss, {"w": np.ones(4)}, {"w": 2 * np.ones(4)}, batched=True)

@@ -8,7 +8,6 @@ are the failing blocks, latest first.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -43,9 +42,11 @@ def judge_block(
     def index(k: int) -> Index:  # only the elements the report names are unravelled
         return block.unravel(int(positions[k]))
 
-    wrong = [index(k) for k in np.flatnonzero(judged.wrong).tolist()]
+    # Array methods rather than numpy's functions throughout: a block holds a few
+    # elements, where the functions' dispatch costs more than the arithmetic.
+    wrong = [index(k) for k in judged.wrong.ravel().nonzero()[0].tolist()]
     unclear = 0 if judged.unclear is None else int(np.count_nonzero(judged.unclear))
-    kinks = tuple(index(k) for k in np.flatnonzero(judged.kink).tolist())
+    kinks = tuple(index(k) for k in judged.kink.ravel().nonzero()[0].tolist())
     err = np.abs(g - n)
     slope = judged.slope if judged.slope is not None else np.zeros(0)
     squared = squares(g, n, judged.numeric, slope)  # every norm and rms below, at once
@@ -78,7 +79,7 @@ def judge_block(
             tolerance=t.reshape(shape),
             is_complex=block.is_complex and full,
         )
-    worst_k = int(np.argmax(err)) if err.size else 0
+    worst_k = int(err.argmax()) if err.size else 0
     return BlockResult(
         name=block.name,
         shape=block.shape,
@@ -90,7 +91,7 @@ def judge_block(
         checked=int(positions.size),
         wrong_elements=tuple(wrong),
         kinks=kinks,
-        worst=_worst(block.name, index, g, n, t, judged.kink, err),
+        worst=_worst(block, positions, g, n, t, judged.kink, err),
         reason=reason,
         diagnosis=diagnosis,
         sample=_sample(g, n),
@@ -160,35 +161,40 @@ def share(part: float, whole: float) -> str:
 
 
 def _worst(
-    name: str,
-    index: Callable[[int], Index],
+    block: Block,
+    positions: np.ndarray,
     g: np.ndarray,
     n: np.ndarray,
     t: np.ndarray,
     kink: np.ndarray,
     err: np.ndarray,
 ) -> tuple[ElementResult, ...]:
-    """The WORST_SHOWN elements furthest beyond their tolerance (``err``: |g - n|)."""
-    ratio = err / t
-    order = np.argsort(-ratio, kind="stable")[:WORST_SHOWN]
+    """The WORST_SHOWN elements furthest beyond their tolerance (``err``: |g - n|), at
+    ``positions`` (offsets into ``block``)."""
+    order = (-(err / t)).argsort(kind="stable")[:WORST_SHOWN]
     out = []
     # As Python floats: the same values as numpy's scalars, at a fraction of their cost.
     picked = zip(
-        order.tolist(), g[order].tolist(), n[order].tolist(), t[order].tolist(), strict=True
+        positions[order].tolist(),
+        g[order].tolist(),
+        n[order].tolist(),
+        t[order].tolist(),
+        kink[order].tolist(),
+        strict=True,
     )
-    for k, gk, nk, tk in picked:
+    for position, gk, nk, tk, at_kink in picked:
         abs_err = abs(gk - nk)
         denom = max(abs(gk), abs(nk))
         out.append(
             ElementResult(
-                block=name,
-                index=index(k),
+                block=block.name,
+                index=block.unravel(position),
                 analytic=gk,
                 numerical=nk,
                 abs_error=abs_err,
                 rel_error=abs_err / denom if denom > 0 else 0.0,
                 tolerance=tk,
-                note="near a kink" if kink[k] else "",
+                note="near a kink" if at_kink else "",
             )
         )
     return tuple(out)
@@ -261,12 +267,14 @@ def global_signal(g: np.ndarray, n: np.ndarray, squared: tuple[float, ...] = ())
     return max(rms(g, sg), rms(n, sn))
 
 
-def blocks_of(layout: Layout, indices: np.ndarray) -> list[tuple[Block, np.ndarray, np.ndarray]]:
-    """For each block: the block, the slice of checked positions, their offsets in it."""
+def blocks_of(layout: Layout, indices: np.ndarray) -> list[tuple[Block, slice, np.ndarray]]:
+    """For each block: the block, the slice of ``indices`` (sorted) that falls in it, and
+    those coordinates' offsets in the block. A slice, not an index array: what it takes
+    from the judged arrays is a view, not a copy."""
     edges = [block.start for block in layout.blocks] + [block.stop for block in layout.blocks]
     found = np.searchsorted(indices, edges).tolist()  # one search for every block's bounds
     out = []
     count = len(layout.blocks)
     for block, lo, hi in zip(layout.blocks, found[:count], found[count:], strict=True):
-        out.append((block, np.arange(lo, hi), indices[lo:hi] - block.start))
+        out.append((block, slice(lo, hi), indices[lo:hi] - block.start))
     return out

@@ -111,7 +111,7 @@ class Context:
         minimum at J ≈ 0).
         """
         with np.errstate(invalid="ignore"):
-            largest = np.max(np.abs(values), axis=1)
+            largest = np.abs(values).max(axis=1)
         delta: float | np.ndarray = self.delta
         if self.block_delta is not None and indices is not None:
             delta = np.asarray(self.block_delta)[self.block_index(indices)]

@@ -64,7 +64,7 @@ def judge_coordinates(ctx: Context, indices: np.ndarray) -> Judged:
         return judged
     pair = ctx.evaluate(indices, offsets[:, :2])
     judged = _judge(ctx, indices, pair, offsets[:, :2], "central")
-    undecided = np.flatnonzero(judged.wrong | judged.kink)
+    undecided = (judged.wrong | judged.kink).nonzero()[0]
     if undecided.size == 0:
         return judged
     more = ctx.evaluate(indices[undecided], offsets[undecided, 2:])
@@ -97,7 +97,8 @@ def _judge(
     step = np.abs(offsets[:, 0])
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         reach = np.abs(np.real(values[:, 0]) - ctx.j0) / step**2 * np.maximum(np.abs(theta), 1.0)
-    return replace(judged, slope=np.where(np.isfinite(reach), reach, 0.0))
+    reach[~np.isfinite(reach)] = 0.0
+    return judged.with_slope(reach)
 
 
 def _confirm_kinks(
@@ -216,7 +217,7 @@ def run_coordinates(ctx: Context, wanted: np.ndarray, progress: Any) -> tuple[np
             empty, empty, empty.astype(bool), empty.astype(bool), empty
         )
     indices = np.concatenate(done)
-    if len(parts) == 1 and bool(np.all(indices[1:] > indices[:-1])):
+    if len(parts) == 1 and bool((indices[1:] > indices[:-1]).all()):
         return indices, Judged(**_arrays(parts[0]), refined=parts[0].refined)  # sorted already
     order = np.argsort(indices, kind="stable")
     arrays = [_arrays(p) for p in parts]
@@ -265,14 +266,14 @@ def coordinate_mode(ctx: Context, mode: str, per_block: int | None, progress: An
             why = "not checked: the budget ran out before this block was reached"
             blocks.append(unchecked(block, why))
             continue
-        part = _slice_judged(judged, sl)
+        part = judged.part(sl)
         blocks.append(judge_block(block, positions, g[sl], theta[sl], part, signal, None))
     blocks = _name_jumpy_blocks(ctx, blocks)
     extra: dict[str, Any] = {}
     if ctx.adaptive:
         extra["central_first"] = {"coordinates": int(indices.size), "refined": judged.refined}
     within = (np.abs(g) <= judged.numeric) & (np.abs(judged.numerical) <= judged.numeric)
-    if indices.size and bool(np.all(within)):
+    if indices.size and bool(within.all()):
         extra["near_zero"] = (
             "the gradient and its numerical estimate are both zero within the error bound "
             "(a stationary point, or a loss of ~0), so their relative difference means nothing "
@@ -364,22 +365,9 @@ def _partial_coverage(
     )
 
 
-def _slice_judged(judged: Judged, sl: np.ndarray) -> Judged:
-    return Judged(  # built directly: dataclasses.replace costs more than the slicing
-        numerical=judged.numerical[sl],
-        tolerance=judged.tolerance[sl],
-        wrong=judged.wrong[sl],
-        kink=judged.kink[sl],
-        numeric_tolerance=judged.numeric[sl],
-        slope=None if judged.slope is None else judged.slope[sl],
-        unclear=None if judged.unclear is None else judged.unclear[sl],
-        refined=judged.refined,
-    )
-
-
 def _notes(judged: Judged, blocks: list[BlockResult]) -> tuple[str, ...]:
     notes = []
-    kinks = int(np.sum(judged.kink))
+    kinks = int(np.count_nonzero(judged.kink))
     if kinks:
         notes.append(
             f"{kinks} coordinate(s) sit near a kink (ReLU, max, abs): their one-sided "

@@ -51,6 +51,34 @@ class Judged:
     def numeric(self) -> np.ndarray:
         return self.tolerance if self.numeric_tolerance is None else self.numeric_tolerance
 
+    # Built field by field: dataclasses.replace costs more than the arrays' slicing.
+    def part(self, sl: slice) -> Judged:
+        """The verdicts of the coordinates ``sl`` selects (views), the numeric tolerance
+        filled in."""
+        return Judged(
+            numerical=self.numerical[sl],
+            tolerance=self.tolerance[sl],
+            wrong=self.wrong[sl],
+            kink=self.kink[sl],
+            numeric_tolerance=self.numeric[sl],
+            slope=None if self.slope is None else self.slope[sl],
+            unclear=None if self.unclear is None else self.unclear[sl],
+            refined=self.refined,
+        )
+
+    def with_slope(self, slope: np.ndarray) -> Judged:
+        """These verdicts with ``slope`` in place of their own."""
+        return Judged(
+            numerical=self.numerical,
+            tolerance=self.tolerance,
+            wrong=self.wrong,
+            kink=self.kink,
+            numeric_tolerance=self.numeric_tolerance,
+            slope=slope,
+            unclear=self.unclear,
+            refined=self.refined,
+        )
+
 
 def relative_difference(
     g: np.ndarray, n: np.ndarray, squared: tuple[float, ...] | None = None
@@ -138,8 +166,8 @@ def judge_elements(
     kink = np.zeros(n.shape, dtype=bool)
     with np.errstate(invalid="ignore"):
         disagree = ~(np.abs(g - n) <= tol)
-    for i in np.flatnonzero(_nonsmooth(g, est, KINK_SLACK[scheme], rtol)):
-        side = _kink_side(g[i], est, int(i), KINK_SLACK[scheme], rtol)
+    for i in _nonsmooth(g, est, KINK_SLACK[scheme], rtol).nonzero()[0].tolist():
+        side = _kink_side(g[i], est, i, KINK_SLACK[scheme], rtol)
         # A side replaces the estimate where it explains a disagreement, or judges more
         # tightly; where the estimate already matches g more tightly, a smooth loss's
         # curvature (one-sided differences apart by h·J'') is no kink.
@@ -148,8 +176,11 @@ def judge_elements(
             numeric[i] = min(numeric[i], tol[i])
             kink[i] = True
     # Where the precision is too coarse to tell a kink from noise (both sides uncertain),
-    # an element that lies within a side's own error is neither cleared nor blamed.
-    unclear = disagree & ~kink & _uncertain_side_matches(g, est, max(KINK_SLACK[scheme], rtol))
+    # an element that lies within a side's own error is neither cleared nor blamed (only
+    # an element that still disagrees can be: where none does, nothing is unclear).
+    unclear = disagree & ~kink
+    if unclear.any():
+        unclear &= _uncertain_side_matches(g, est, max(KINK_SLACK[scheme], rtol))
     # Non-finite anywhere (an overflowing estimate or tolerance) is never a pass.
     with np.errstate(invalid="ignore"):
         beyond = ~(np.abs(g - n) <= tol) | ~np.isfinite(n) | ~np.isfinite(tol)

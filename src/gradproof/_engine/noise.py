@@ -27,10 +27,12 @@ import numpy as np
 
 from gradproof._engine.evaluate import Evaluator
 from gradproof._engine.precision import (
+    DIRECTIONS,
     FLOAT64,
     LEVELS,
     Level,
     Measured,
+    base_and_table,
     block_noise,
     finest_explaining,
     level_of,
@@ -45,6 +47,7 @@ LARGE_NOISE = 1e4  # noise beyond this many units of roundoff of |J| is measured
 MAX_BLOCKS = 256  # ... where there are at most this many blocks (16 evaluations each)
 EPS64 = float(np.finfo(np.float64).eps)  # looked up once: np.finfo costs microseconds a call
 TINY64 = float(np.finfo(np.float64).tiny)
+FLOAT64_DTYPE = np.dtype(np.float64)
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,8 @@ def measure_baseline(
     """Evaluate the base point ``REPEATS`` times, then measure the noise (``2 * POINTS``).
 
     ``before`` is the loss's value taken before the gradient function ran (None
-    where the gradient was given as values): it counts as the first repeat.
+    where the gradient was given as values): it counts as the first repeat. For a
+    batched loss the last repeats go into the noise table's call (:func:`_folds`).
     ``flat``: the gradient under test is zero everywhere, so a loss that does not
     move at tiny steps agrees with it, and says nothing of a coarser precision.
 
@@ -89,18 +93,39 @@ def measure_baseline(
             function changed the loss.
     """
     values = [] if before is None else [before]
+    values.append(evaluator.value())
+    start = _output_level(evaluator)
+    first = None
+    if _folds(evaluator, REPEATS - len(values)):
+        repeats, first = base_and_table(evaluator, start)
+        values += repeats
     values += [evaluator.value() for _ in range(REPEATS - len(values))]
     if before is not None:
         _raise_if_grad_changed_loss(values, noise)
     spread = float(max(values) - min(values)) if not isinstance(values[0], complex) else 0.0
     j0 = float(np.real(values[0]))
     _raise_if_noisy(spread, j0, noise, values)
-    measured = measure_precision(evaluator, j0, _output_level(evaluator), flat=flat)
+    measured = measure_precision(evaluator, j0, start, flat=flat, first=first)
     measured = _at_step_for_low_precision(evaluator, layout, j0, measured, flat)
     delta = noise_level(j0, spread, measured.noise, measured.level.eps, noise)
     per_block = _per_block(evaluator, layout, j0, measured, spread, noise)
     text = _precision_text(layout, measured)
     return Baseline(j0, spread, delta, text, measured.level, per_block)
+
+
+def _folds(evaluator: Evaluator, repeats: int) -> bool:
+    """Whether the ``repeats`` evaluations of the base point still owed go into the noise
+    table's call: a batched loss evaluated here, on the host, owing one per table direction.
+
+    The first evaluation stays a call of its own (it finds the loss's return type, and an
+    error there names the base point), so the repeats still compare different calls.
+    """
+    return (
+        evaluator.batched
+        and evaluator.theta.size > 0
+        and repeats == DIRECTIONS
+        and getattr(evaluator, "resident", None) is None
+    )
 
 
 def _at_step_for_low_precision(
@@ -227,10 +252,12 @@ def _precision_text(layout: Layout, measured: Measured) -> str:
         text = f"{name} (the loss computes in {name}; steps and tolerances are set for it)"
     else:
         text = "float64"
-    real = sorted({str(b.dtype) for b in layout.blocks if b.dtype.kind != "c"} - {"float64"})
+    # Each distinct dtype once, float64 left out before any is named (str of a dtype is slow)
+    others = {b.dtype for b in layout.blocks if b.dtype != FLOAT64_DTYPE}
+    real = sorted({str(d) for d in others if d.kind != "c"} - {"float64"})
     if real:
         text += f"; params of dtype {', '.join(real)} were checked in float64"
-    complex_kinds = sorted({str(b.dtype) for b in layout.blocks if b.dtype.kind == "c"})
+    complex_kinds = sorted({str(d) for d in others if d.kind == "c"})
     if complex_kinds:
         text += (
             f"; params of dtype {', '.join(complex_kinds)} were checked as their real and "

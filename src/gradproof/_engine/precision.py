@@ -22,7 +22,9 @@ Cost: 16 evaluations per candidate tried; 16 for a loss that resolves float64 st
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import pairwise
 from math import comb, sqrt
 from statistics import median
@@ -30,7 +32,7 @@ from statistics import median
 import numpy as np
 
 from gradproof._engine.evaluate import Evaluator
-from gradproof._engine.shifts import Along, Signs, scale_into
+from gradproof._engine.shifts import CHUNK, Along, Recipe, Signs, scale_into
 
 POINTS = 8  # steps along each direction
 MOSTLY_STILL = 0.5  # a table with more values equal to J(θ) than this share is not resolved
@@ -40,7 +42,10 @@ NOISE_IN_ULPS = 64.0  # noise up to this many units of a level's epsilon (times 
 # Tables up to this size, of values within this limit, are differenced as Python floats:
 # numpy sums fewer than 8 squares in order, and 2^6 times the limit cannot overflow.
 SMALL_TABLE_SIZE = min(ORDERS) + 7
+GAMMA = {k: comb(2 * k, k) for k in ORDERS}  # noise's variance amplification, k-th differences
 SMALL_TABLE_LIMIT = 1e300
+WHOLE = CHUNK  # a table direction over at most this many coordinates is computed whole, once
+KEPT_SIGNS = 1 << 20  # signs are kept for at most this many coordinates (128 KiB a direction)
 
 
 @dataclass(frozen=True)
@@ -106,13 +111,19 @@ class Measured:
 
 
 def measure_precision(
-    evaluator: Evaluator, j0: float, start: Level, seed: int = 0, flat: bool = False
+    evaluator: Evaluator,
+    j0: float,
+    start: Level,
+    seed: int = 0,
+    flat: bool = False,
+    first: np.ndarray | None = None,
 ) -> Measured:
     """Measure the working precision and noise, trying ``start`` and then coarser levels.
 
     ``flat``: the gradient under test is zero, so a loss that does not move at the
     finest steps (ceil, round, sign: piecewise constant) is what it predicts, and no
-    coarser precision is tried.
+    coarser precision is tried. ``first``: the table at ``start``'s spacing, where it
+    was already evaluated (:func:`base_and_table`).
     """
     theta = evaluator.theta
     if theta.size == 0:
@@ -120,10 +131,13 @@ def measure_precision(
     signs = _direction_signs(theta.size, seed)
     candidates = [level for level in LEVELS if level.eps >= start.eps][: 1 if flat else None]
     for tried, level in enumerate(candidates):
-        table = _table(evaluator, signs, level.spacing, level)
+        if tried == 0 and first is not None:
+            table = first
+        else:
+            table = _table(evaluator, signs, level.spacing, level)
         # Most values unchanged: the steps are mostly below what the loss resolves (a few
         # inputs that round the other way move it), so a coarser precision is tried.
-        if np.mean(table == j0) > MOSTLY_STILL:
+        if np.count_nonzero(table == j0) > MOSTLY_STILL * table.size:
             continue  # steps below what the loss resolves: try a coarser precision
         noise = _table_noise(j0, table)
         if tried == 0:
@@ -133,10 +147,37 @@ def measure_precision(
     return Measured(start, 0.0, False)  # constant at every spacing: nothing to measure
 
 
-def _direction_signs(size: int, seed: int) -> list[Signs]:
-    """The noise table's DIRECTIONS random ±1 directions, seeded (one bit per sign)."""
+def base_and_table(
+    evaluator: Evaluator, start: Level, seed: int = 0
+) -> tuple[list[float], np.ndarray]:
+    """The base point once along each table direction (step 0: θ itself) and the table
+    :func:`measure_precision` takes first (at ``start``), in one directions call, so that
+    a batched loss is called once for both. Cost: ``DIRECTIONS * (POINTS + 1)`` evaluations.
+
+    Returns the base point's values and the table (``first`` for ``measure_precision``).
+    """
+    signs = _direction_signs(evaluator.theta.size, seed)
+    steps = np.arange(0.0, POINTS + 1)
+    values = _table(evaluator, signs, start.spacing, start, steps=steps)
+    return values[:, 0].tolist(), values[:, 1:]
+
+
+def _direction_signs(size: int, seed: int) -> tuple[Signs, ...]:
+    """The noise table's DIRECTIONS random ±1 directions, seeded (one bit per sign).
+
+    Kept for the last few sizes and seeds up to ``KEPT_SIGNS`` coordinates (one bit per
+    sign, so 1 MiB at most in all): a check draws them for every table it takes, and the
+    next check of the same parameters draws the same ones (they are never written).
+    """
+    return _kept_signs(size, seed) if size <= KEPT_SIGNS else _drawn_signs(size, seed)
+
+
+def _drawn_signs(size: int, seed: int) -> tuple[Signs, ...]:
     rng = np.random.default_rng(seed)
-    return [Signs.draw(rng, size) for _ in range(DIRECTIONS)]
+    return tuple(Signs.draw(rng, size) for _ in range(DIRECTIONS))
+
+
+_kept_signs = lru_cache(maxsize=4)(_drawn_signs)
 
 
 def _escalated(j0: float, table: np.ndarray, noise: float, candidates: list[Level]) -> Level:
@@ -175,6 +216,10 @@ class TableDirection(Along):
             vectors = round_to(theta + vectors, grid) - theta
             out[...] = vectors
 
+    def recipe(self) -> Recipe:
+        """``s * (max(|θ|, 1) * spacing)``, rounded to the grid as :meth:`fill` rounds it."""
+        return Recipe(self.signs, self.spacing, self.grid.bits)
+
     def shift(
         self, start: int, theta: np.ndarray, step: float, out: np.ndarray, scratch: np.ndarray
     ) -> None:
@@ -193,21 +238,58 @@ class TableDirection(Along):
 
 def _table(
     evaluator: Evaluator,
-    signs: list[Signs],
+    signs: Sequence[Signs],
     spacing: float,
     grid: Level = FLOAT64,
     where: str = "the noise measurement (tiny steps along random directions)",
     span: slice | None = None,
+    steps: np.ndarray | None = None,
 ) -> np.ndarray:
-    """J(θ + k·step) for k = 1..POINTS along each direction (nonzero only on ``span``,
-    default every coordinate), a relative ``spacing`` apart, each step representable on
-    ``grid``'s precision. Memory: the evaluator's work buffer and a chunk."""
+    """J(θ + k·step) for k = 1..POINTS (or k in ``steps``) along each direction (nonzero
+    only on ``span``, default every coordinate), a relative ``spacing`` apart, each step
+    representable on ``grid``'s precision. Memory: the evaluator's work buffer and a chunk,
+    and the directions themselves where they span at most ``WHOLE`` coordinates."""
     span = slice(0, evaluator.theta.size) if span is None else span
     theta = evaluator.theta[span]
-    alongs = [TableDirection(theta, s, spacing, grid) for s in signs]
-    return evaluator.directions(
-        alongs, np.arange(1.0, POINTS + 1), where=where, eps_sets_steps=False, span=span
-    )
+    alongs = [_held(TableDirection(theta, s, spacing, grid)) for s in signs]
+    steps = np.arange(1.0, POINTS + 1) if steps is None else steps
+    return evaluator.directions(alongs, steps, where=where, eps_sets_steps=False, span=span)
+
+
+def _held(direction: TableDirection) -> Along:
+    """``direction``, computed whole once where its span is small (at most ``WHOLE``)."""
+    if direction.theta.size > WHOLE:
+        return direction
+    vector = np.empty(direction.theta.size)
+    direction.fill(0, vector)
+    return _Held(direction, vector)
+
+
+@dataclass(frozen=True)
+class _Held(Along):
+    """A table direction computed whole: each point then costs one multiplication and one
+    addition, ``θ + (v·k)``, the arithmetic of :meth:`Along.shift` on the direction's own
+    values, so the points are the direction's, bit for bit; step 0 is θ itself, every bit.
+    Its recipe is the direction's, so a device that builds it builds the same values."""
+
+    direction: TableDirection
+    vector: np.ndarray  # the direction's fill over its whole span
+
+    def fill(self, start: int, out: np.ndarray) -> None:
+        out[...] = self.vector[start : start + out.size]
+
+    def recipe(self) -> Recipe:
+        """The direction's recipe: a device builds the same values."""
+        return self.direction.recipe()
+
+    def shift(
+        self, start: int, theta: np.ndarray, step: float, out: np.ndarray, scratch: np.ndarray
+    ) -> None:
+        if step == 0:
+            out[...] = theta
+            return
+        np.multiply(self.vector[start : start + out.size], step, out=scratch)
+        np.add(theta, scratch, out=out)
 
 
 def _table_noise(j0: float, table: np.ndarray) -> float:
@@ -296,8 +378,9 @@ def noise_from_table(values: np.ndarray) -> float:
             continue
         total = 0.0  # summed in order, as numpy sums so few values (and not as fsum would)
         for d in listed:
-            total += (d / largest) * (d / largest)
-        sigmas.append(largest * sqrt(total / len(listed) / comb(2 * k, k)))
+            scaled = d / largest
+            total += scaled * scaled
+        sigmas.append(largest * sqrt(total / len(listed) / GAMMA[k]))
     # statistics.median, not np.median: numpy's imports numpy.ma on first use (~20 ms).
     return median(sigmas)
 
