@@ -47,6 +47,7 @@ LARGE_NOISE = 1e4  # noise beyond this many units of roundoff of |J| is measured
 MAX_BLOCKS = 256  # ... where there are at most this many blocks (16 evaluations each)
 EPS64 = float(np.finfo(np.float64).eps)  # looked up once: np.finfo costs microseconds a call
 TINY64 = float(np.finfo(np.float64).tiny)
+DISAGREE = 16.0  # noise in two directions this far apart: one of them missed something
 FLOAT64_DTYPE = np.dtype(np.float64)
 
 
@@ -106,7 +107,7 @@ def measure_baseline(
     j0 = float(np.real(values[0]))
     _raise_if_noisy(spread, j0, noise, values)
     measured = measure_precision(evaluator, j0, start, flat=flat, first=first)
-    measured = _at_step_for_low_precision(evaluator, layout, j0, measured, flat)
+    measured = _at_step(evaluator, layout, j0, measured, flat)
     delta = noise_level(j0, spread, measured.noise, measured.level.eps, noise)
     per_block = _per_block(evaluator, layout, j0, measured, spread, noise)
     text = _precision_text(layout, measured)
@@ -128,16 +129,31 @@ def _folds(evaluator: Evaluator, repeats: int) -> bool:
     )
 
 
-def _at_step_for_low_precision(
+def _at_step(
     evaluator: Evaluator, layout: Layout, j0: float, measured: Measured, flat: bool
 ) -> Measured:
-    """Where parameters are below float64 but the loss measured as float64, the noise at the
-    check's own step scale too: a float32 part may hide at tiny steps behind a float64 one."""
+    """The noise at the check's own step scale too, where tiny steps may have missed it
+    (cost: one more table, ``2 * POINTS`` evaluations).
+
+    - Parameters below float64, a loss measured as float64: a float32 part (a float32
+      model plus a float64 L2 term) stays still at tiny steps; what is found may set a
+      coarser precision.
+    - Float64 parameters whose table rows disagree (one direction quiet, the other
+      noisy, by more than ``DISAGREE``): rounding that a cancellation amplifies
+      (``log(1 - a)``, a sigmoid's ``a`` near 1) shows along some directions only. The
+      quietest row would hide it, the noisiest may hold a kink: the step-scale table
+      decides, within the two, and the steps stay float64's.
+    """
+    if flat or measured.level is not FLOAT64 or evaluator.theta.size == 0:
+        return measured
     low = any((float_eps(b.dtype) or 0.0) > FLOAT64.eps for b in layout.blocks)
-    if flat or not low or measured.level is not FLOAT64 or evaluator.theta.size == 0:
+    if not low and measured.loudest <= DISAGREE * max(measured.noise, TINY64):
         return measured
     step = FLOAT64.eps ** (1 / 3)  # the relative step central and Richardson take in float64
     found, size = noise_at_step(evaluator, j0, step)
+    if not low:
+        noise = max(measured.noise, min(measured.loudest, found))
+        return Measured(measured.level, noise, measured.coarser)
     level = finest_explaining(found, size, list(LEVELS))
     return Measured(level, max(measured.noise, found), level is not FLOAT64)
 

@@ -28,6 +28,7 @@ from functools import lru_cache
 from itertools import pairwise
 from math import comb, sqrt
 from statistics import median
+from typing import Any
 
 import numpy as np
 
@@ -108,6 +109,7 @@ class Measured:
     level: Level
     noise: float
     coarser: bool  # True: the loss resolves less than its return type says
+    loudest: float = 0.0  # the noisiest table row's noise, where the quietest one is taken
 
 
 def measure_precision(
@@ -131,17 +133,15 @@ def measure_precision(
     signs = _direction_signs(theta.size, seed)
     candidates = [level for level in LEVELS if level.eps >= start.eps][: 1 if flat else None]
     for tried, level in enumerate(candidates):
-        if tried == 0 and first is not None:
-            table = first
-        else:
-            table = _table(evaluator, signs, level.spacing, level)
+        given = first if tried == 0 else None
+        table = _table(evaluator, signs, level.spacing, level) if given is None else given
         # Most values unchanged: the steps are mostly below what the loss resolves (a few
         # inputs that round the other way move it), so a coarser precision is tried.
         if np.count_nonzero(table == j0) > MOSTLY_STILL * table.size:
             continue  # steps below what the loss resolves: try a coarser precision
         noise = _table_noise(j0, table)
-        if tried == 0:
-            return Measured(start, noise, False)  # the loss resolves its return type's steps
+        if tried == 0:  # the loss resolves its return type's steps
+            return Measured(start, noise, False, _table_noise(j0, table, max))
         found = _escalated(j0, table, noise, candidates)
         return Measured(found, noise, found.eps > start.eps)
     return Measured(start, 0.0, False)  # constant at every spacing: nothing to measure
@@ -292,9 +292,10 @@ class _Held(Along):
         np.add(theta, scratch, out=out)
 
 
-def _table_noise(j0: float, table: np.ndarray) -> float:
-    """The noise in one value, from a table's rows (each after J(θ)): the quietest row's."""
-    return min(noise_from_table(np.concatenate([[j0], row])) for row in table)
+def _table_noise(j0: float, table: np.ndarray, pick: Any = min) -> float:
+    """The noise in one value, from a table's rows (each after J(θ)): the quietest row's
+    (``pick=max``: the noisiest's)."""
+    return float(pick(noise_from_table(np.concatenate([[j0], row])) for row in table))
 
 
 def noise_at_step(
