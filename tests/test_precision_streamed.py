@@ -1,7 +1,7 @@
 """The noise measurement streamed a chunk at a time: the same directions, the same points.
 
 Oracle: the whole-array expressions the measurement used when it held its directions
-whole (``rng.choice`` signs per direction, ``v = s * (spacing * max(|θ|, 1))``, rounded
+whole (one draw of signs per direction, ``v = s * (spacing * max(|θ|, 1))``, rounded
 onto the candidate precision's grid, points ``θ + k·v``), compared bit for bit.
 """
 
@@ -41,13 +41,18 @@ def base_point(size: int) -> np.ndarray:
     return theta
 
 
-def test_the_directions_are_those_of_one_choice_per_direction():
+def bytes_signs(rng, size):
+    """The reference: ``size`` signs from the bits of one ``rng.bytes`` call, unpacked whole."""
+    bits = np.unpackbits(np.frombuffer(rng.bytes(-(-size // 8)), dtype=np.uint8), count=size)
+    return bits.astype(np.float64) * 2.0 - 1.0
+
+
+def test_the_directions_are_those_of_one_draw_per_direction():
     drawn = _direction_signs(CHUNK + 3, seed=4)
     reference = np.random.default_rng(4)
     assert len(drawn) == DIRECTIONS
     for signs in drawn:
-        expected = reference.choice(np.array([-1.0, 1.0]), size=CHUNK + 3)
-        np.testing.assert_array_equal(signs.array(), expected)
+        np.testing.assert_array_equal(signs.array(), bytes_signs(reference, CHUNK + 3))
 
 
 @pytest.mark.parametrize("level", LEVELS[:3], ids=lambda level: level.name)
@@ -104,10 +109,10 @@ def test_block_noise_moves_only_its_block():
         assert np.array_equal(p[15:], theta[15:]) and not np.array_equal(p[:15], theta[:15])
     for p in second:
         assert np.array_equal(p[:15], theta[:15]) and not np.array_equal(p[15:], theta[15:])
-    # the signs: one (DIRECTIONS, size) draw per block, as the whole-array code drew them
+    # the signs: one draw per direction, DIRECTIONS per block
     rng = np.random.default_rng(0)
     for points, (lo, hi) in ((first, (0, 15)), (second, (15, 40))):
-        drawn = rng.choice(np.array([-1.0, 1.0]), size=(DIRECTIONS, hi - lo))
+        drawn = [bytes_signs(rng, hi - lo) for _ in range(DIRECTIONS)]
         for d, s in enumerate(drawn):
             expected = whole_array_points(theta[lo:hi], s, LEVELS[0].spacing, LEVELS[0], 1.0)
             np.testing.assert_array_equal(points[d * POINTS][lo:hi], expected)

@@ -110,8 +110,8 @@ def test_a_chunked_direction_gives_the_points_of_the_whole_array_expression(size
 
 @pytest.mark.parametrize("sizes", [(1, 2, 3), (CHUNK - 1, 7), (2 * CHUNK + 1, CHUNK + 2, 5)])
 def test_signs_are_those_of_one_draw_of_the_generator_per_probe(sizes):
-    """Consecutive draws (odd sizes leave half of a generator output for the next) give
-    rng.choice's signs, and leave the generator where rng.choice leaves it."""
+    """Each probe's signs are the bits of one ``rng.bytes`` call (eight to a byte, the first
+    sign the top bit, 1 for +1), and leave the generator where that call leaves it."""
     from gradproof._engine.probe import Prober
 
     prober = Prober.__new__(Prober)  # only its generator is used
@@ -120,9 +120,22 @@ def test_signs_are_those_of_one_draw_of_the_generator_per_probe(sizes):
     for size in sizes:
         drawn = prober.signs(size)
         assert drawn.packed.nbytes == -(-size // 8)  # one bit per sign
-        expected = reference.choice(np.array([-1.0, 1.0]), size=size)
-        np.testing.assert_array_equal(drawn.array(), expected)
+        np.testing.assert_array_equal(drawn.array(), bytes_signs(reference, size))
     assert prober.rng.integers(0, 2**31) == reference.integers(0, 2**31)  # state too
+
+
+def bytes_signs(rng, size):
+    """The reference: ``size`` signs from the bits of ``rng.bytes``, unpacked whole."""
+    bits = np.unpackbits(np.frombuffer(rng.bytes(-(-size // 8)), dtype=np.uint8), count=size)
+    return bits.astype(np.float64) * 2.0 - 1.0
+
+
+def test_signs_are_fair():
+    """Half +1, half -1, within 5 standard deviations, over a million signs; and neighbours
+    unrelated (the bits are the generator's, not a pattern)."""
+    signs = Signs.draw(np.random.default_rng(11), 1_000_000).array().astype(np.float64)
+    assert abs(signs.sum()) < 5 * np.sqrt(signs.size)
+    assert abs(np.dot(signs[:-1], signs[1:])) < 5 * np.sqrt(signs.size)
 
 
 @pytest.mark.parametrize("size", [1, 9, CHUNK + 5])

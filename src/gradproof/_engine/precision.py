@@ -12,11 +12,9 @@ above one unit in the last place of a candidate precision, finest first
 the loss resolves: the next, coarser candidate is tried. At the first spacing
 the loss does resolve, the noise in its values is measured (high-order
 differences, :func:`noise_from_table`), and the working precision is the finest
-candidate whose epsilon accounts for that noise — so a float64 loss that is
-merely flat at the finest spacing (at a minimum) keeps float64's precision —
-but no finer than the grid its values sit on: a float16 loss returns float16
-numbers, whose steps can look as smooth as a staircase of single ulps.
-
+candidate whose epsilon accounts for that noise (a float64 loss merely flat at a
+minimum keeps float64's), but no finer than the grid its values sit on: a float16
+loss returns float16 numbers, whose steps can look as smooth as a staircase of ulps.
 Cost: 16 evaluations per candidate tried; 16 for a loss that resolves float64 steps.
 """
 
@@ -46,7 +44,7 @@ SMALL_TABLE_SIZE = min(ORDERS) + 7
 GAMMA = {k: comb(2 * k, k) for k in ORDERS}  # noise's variance amplification, k-th differences
 SMALL_TABLE_LIMIT = 1e300
 WHOLE = CHUNK  # a table direction over at most this many coordinates is computed whole, once
-KEPT_SIGNS = 1 << 20  # signs are kept for at most this many coordinates (128 KiB a direction)
+KEPT_SIGNS = 1 << 20  # signs kept for at most this many coordinates (128 KiB a direction)
 
 
 @dataclass(frozen=True)
@@ -132,18 +130,22 @@ def measure_precision(
         return Measured(start, 0.0, False)
     signs = _direction_signs(theta.size, seed)
     candidates = [level for level in LEVELS if level.eps >= start.eps][: 1 if flat else None]
+    moved = None  # the coarsest level tried at which the loss moved at all, and its table
     for tried, level in enumerate(candidates):
         given = first if tried == 0 else None
         table = _table(evaluator, signs, level.spacing, level) if given is None else given
         # Most values unchanged: the steps are mostly below what the loss resolves (a few
-        # inputs that round the other way move it), so a coarser precision is tried.
+        # inputs that round the other way move it): a coarser precision is tried.
         if np.count_nonzero(table == j0) > MOSTLY_STILL * table.size:
-            continue  # steps below what the loss resolves: try a coarser precision
+            moved = (level, table) if tried and np.any(table != j0) else moved
+            continue
         noise = _table_noise(j0, table)
         if tried == 0:  # the loss resolves its return type's steps
             return Measured(start, noise, False, _table_noise(j0, table, max))
         found = _escalated(j0, table, noise, candidates)
         return Measured(found, noise, found.eps > start.eps)
+    if moved is not None:  # mostly still at every level, not wholly: its values are coarse
+        return Measured(moved[0], _table_noise(j0, moved[1], max), True)
     return Measured(start, 0.0, False)  # constant at every spacing: nothing to measure
 
 
@@ -260,8 +262,7 @@ def _held(direction: TableDirection) -> Along:
     """``direction``, computed whole once where its span is small (at most ``WHOLE``)."""
     if direction.theta.size > WHOLE:
         return direction
-    vector = np.empty(direction.theta.size)
-    direction.fill(0, vector)
+    direction.fill(0, vector := np.empty(direction.theta.size))
     return _Held(direction, vector)
 
 
@@ -278,8 +279,7 @@ class _Held(Along):
     def fill(self, start: int, out: np.ndarray) -> None:
         out[...] = self.vector[start : start + out.size]
 
-    def recipe(self) -> Recipe:
-        """The direction's recipe: a device builds the same values."""
+    def recipe(self) -> Recipe:  # the direction's: a device builds the same values
         return self.direction.recipe()
 
     def shift(

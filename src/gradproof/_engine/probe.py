@@ -147,9 +147,8 @@ class Prober:
         return self.ctx.budget.left(self.ctx.evaluator.evaluations, self.cost * count)
 
     def signs(self, size: int) -> Signs:
-        """``size`` random ±1, kept one bit each (a sixty-fourth of float64's memory): the
-        same signs, and the same generator state after, as one
-        ``rng.choice([-1.0, 1.0], size)``, without its full-size temporaries."""
+        """``size`` random ±1, kept one bit each (a sixty-fourth of float64's memory), from
+        one draw of the check's generator (:meth:`Signs.draw`)."""
         return Signs.draw(self.rng, size)
 
     def probe(self, lo: int, hi: int, signs: Signs | None = None) -> Probe:

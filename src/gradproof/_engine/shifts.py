@@ -6,14 +6,13 @@ A direction over a span of the parameters is given as an :class:`Along`, whose
 written straight into the evaluator's work buffer one chunk at a time, so no
 temporary of the span's size is made, however large the block.
 
-Random directions take their ±1 signs from :class:`Signs`: the generator's draws kept
-as bits, eight to a byte (a sixty-fourth of the parameters' float64 bytes), and
+Random directions take their ±1 signs from :class:`Signs`: the generator's random
+bytes, eight signs to a byte (a sixty-fourth of the parameters' float64 bytes),
 unpacked a chunk at a time.
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,16 +33,9 @@ class Signs:
 
     @classmethod
     def draw(cls, rng: np.random.Generator, size: int) -> Signs:
-        """``size`` fair signs: the draws of ``rng.integers(0, 2, size)`` (1: +1), so the same
-        signs, and the same generator state after, as ``rng.choice([-1.0, 1.0], size)``;
-        drawn and packed a chunk at a time."""
-        packed = np.empty(-(-size // 8), dtype=np.uint8)
-        bits = np.empty(min(CHUNK, size), dtype=np.uint8)
-        for start in range(0, size, CHUNK):  # CHUNK is a multiple of 8: bytes stay aligned
-            part = bits[: min(size, start + CHUNK) - start]
-            _draw_bits(rng, part)
-            packed[start // 8 : start // 8 + -(-part.size // 8)] = np.packbits(part)
-        return cls(packed, 0, size)
+        """``size`` fair signs: the bits of ``rng.bytes(ceil(size / 8))``, in ``np.packbits``
+        order (bit 1: +1). One generator byte per eight signs, drawn in one call."""
+        return cls(np.frombuffer(rng.bytes(-(-size // 8)), dtype=np.uint8), 0, size)
 
     def __len__(self) -> int:
         return self.size
@@ -84,30 +76,6 @@ def scale_into(theta: np.ndarray, out: np.ndarray) -> np.ndarray:
     (relative to theta, and never below 1)."""
     np.abs(theta, out=out)
     return np.maximum(out, 1.0, out=out)
-
-
-def _draw_bits(rng: np.random.Generator, out: np.ndarray) -> None:
-    """``out[:] = rng.integers(0, 2, out.size)``, the same draws and generator state after.
-
-    numpy draws each from one 32-bit half of the generator's 64-bit output, low half
-    first, and returns its top bit (Lemire's method, which never rejects for a range
-    of 2). For PCG64 (``default_rng``'s) on a little-endian machine the raw output is
-    therefore read directly, about three times faster; any other generator draws integers.
-    """
-    bitgen = rng.bit_generator
-    if type(bitgen) is not np.random.PCG64 or sys.byteorder != "little" or out.size < 2:
-        out[...] = rng.integers(0, 2, size=out.size)
-        return
-    start = 0
-    if bitgen.state["has_uint32"]:  # a half left over from an odd draw comes first
-        out[0] = rng.integers(0, 2, size=1)[0]
-        start = 1
-    pairs = (out.size - start) // 2
-    halves = bitgen.random_raw(pairs).view(np.uint32)
-    np.right_shift(halves, 31, out=halves)
-    out[start : start + 2 * pairs] = halves
-    if start + 2 * pairs < out.size:  # an odd count: numpy keeps the other half for later
-        out[-1] = rng.integers(0, 2, size=1)[0]
 
 
 @dataclass(frozen=True)
