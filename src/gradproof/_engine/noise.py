@@ -139,15 +139,16 @@ def _at_step(
       model plus a float64 L2 term) stays still at tiny steps; what is found may set a
       coarser precision.
     - Float64 parameters whose table rows disagree (one direction quiet, the other
-      noisy, by more than ``DISAGREE``): rounding that a cancellation amplifies
-      (``log(1 - a)``, a sigmoid's ``a`` near 1) shows along some directions only. The
-      quietest row would hide it, the noisiest may hold a kink: the step-scale table
-      decides, within the two, and the steps stay float64's.
+      noisy, by more than ``DISAGREE``, and beyond J's own rounding): rounding that a
+      cancellation amplifies (``log(1 - a)``, a sigmoid's ``a`` near 1) shows along some
+      directions only. The quietest row would hide it, the noisiest may hold a kink: the
+      step-scale table decides, within the two, and the steps stay float64's.
     """
     if flat or measured.level is not FLOAT64 or evaluator.theta.size == 0:
         return measured
     low = any((float_eps(b.dtype) or 0.0) > FLOAT64.eps for b in layout.blocks)
-    if not low and measured.loudest <= DISAGREE * max(measured.noise, TINY64):
+    quiet = max(measured.noise, FLOAT64.eps * abs(j0), TINY64)  # noise within roundoff is none
+    if not low and measured.loudest <= DISAGREE * quiet:
         return measured
     step = FLOAT64.eps ** (1 / 3)  # the relative step central and Richardson take in float64
     found, size = noise_at_step(evaluator, j0, step)
