@@ -10,6 +10,7 @@ verdicts, evaluated this way, still name a planted element.
 
 from __future__ import annotations
 
+import re
 import tracemalloc
 
 import numpy as np
@@ -28,7 +29,7 @@ from gradproof._engine.shifts import Signs, Values  # noqa: E402
 from gradproof._engine.tree import Layout, flatten  # noqa: E402
 from gradproof.torch._common import to_numpy64  # noqa: E402
 from gradproof.torch._module import _ModuleLoss  # noqa: E402
-from gradproof.torch._resident import ModuleResident  # noqa: E402
+from gradproof.torch._resident import TensorResident  # noqa: E402
 from gradproof.torch._state import borrowed  # noqa: E402
 
 
@@ -59,7 +60,7 @@ def test_the_points_are_the_hosts_bit_for_bit(batched, native):
     target = torch.float32 if native else torch.float64
     with borrowed([model], target):
         loss, layout, theta, resident, host = _evaluators(model, target, batched, x, y)
-        assert isinstance(resident.resident, ModuleResident)
+        assert isinstance(resident.resident, TensorResident)
         indices = np.array([0, 7, 29, layout.size - 1])
         offsets = np.array([[1e-3, -1e-3], [2e-6, -2e-6], [0.5, -0.25], [1e-8, 3e-8]])
         np.testing.assert_array_equal(
@@ -223,14 +224,14 @@ def test_a_tensor_the_resident_way_cannot_view_flat_takes_the_hosts_way():
     x = torch.randn(4, 6).t()  # non-contiguous
     y = torch.randn(6, 1)
     opened = []
-    real = ModuleResident.__init__
+    real = TensorResident.__init__
 
     def spy(self, *args, **kwargs):
         opened.append(self)
         real(self, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ModuleResident, "__init__", spy)
+        patch.setattr(TensorResident, "__init__", spy)
         report = gradproof.torch.check_module(
             model, torch.nn.functional.mse_loss, x, y, wrt="inputs", progress=False
         )
@@ -284,3 +285,73 @@ def test_a_model_that_moves_its_own_weights_is_checked_on_host_built_points():
     assert resident.blocks["0.weight"].difference == pytest.approx(
         host.blocks["0.weight"].difference, rel=1e-6
     )
+
+
+# ---------------------------------------------------------------- gradcheck's inputs
+
+
+class _Skewed(torch.autograd.Function):
+    """``tanh(x @ w)`` whose backward scales one weight's gradient by 1.01 (no vmap rule)."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        return torch.tanh(x @ w)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        d = g * (1 - torch.tanh(x @ w) ** 2)
+        gw = x.T @ d
+        gw[1, 0] *= 1.01
+        return d @ w.T, gw
+
+
+def _gradcheck_both_ways(func, inputs, **options):
+    """The drop-in's outcome (True, or its error message) the resident way and the host's
+    way, and the kinds of resident evaluation the engine opened."""
+    real = evaluate_module.open_resident
+    opened = []
+
+    def spy(*args):
+        resident = real(*args)
+        opened.append(type(resident).__name__)
+        return resident
+
+    outcomes = []
+    for opener in (spy, lambda *args: None):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(evaluate_module, "open_resident", opener)
+            try:
+                outcomes.append(gradproof.torch.gradcheck(func, inputs, **options))
+            except gradproof.torch.GradcheckError as error:  # its timing aside
+                outcomes.append(re.sub(r"in \d+\.\d+ s", "in T s", str(error)))
+    return outcomes, opened
+
+
+@pytest.mark.parametrize("fast_mode", [False, True])
+@pytest.mark.parametrize(
+    "func", [lambda x, w: torch.tanh(x @ w), _Skewed.apply], ids=["vmappable", "no-vmap-rule"]
+)
+def test_gradcheck_evaluated_in_place_gives_the_hosts_verdict(func, fast_mode):
+    torch.manual_seed(0)
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    (resident, host), opened = _gradcheck_both_ways(func, (x, w), fast_mode=fast_mode)
+    assert "TensorResident" in opened
+    assert resident == host
+    assert (resident is True) == (func != _Skewed.apply)
+
+
+def test_a_func_that_runs_autograd_itself_takes_the_hosts_way():
+    """Its first call under no_grad raises; the resident way declines, and the host's way
+    calls it again with gradients enabled, as it always did."""
+    torch.manual_seed(0)
+    x = torch.randn(4, dtype=torch.float64, requires_grad=True)
+
+    def autograd_inside(t):  # the gradient of sum(t^3), as gradgradcheck's function takes it
+        (g,) = torch.autograd.grad((t**3).sum(), t, create_graph=True)
+        return g
+
+    (resident, host), opened = _gradcheck_both_ways(autograd_inside, (x,))
+    assert resident is True and host is True and "TensorResident" in opened

@@ -11,8 +11,6 @@ the outputs (see :mod:`gradproof.torch._reductions`).
 from __future__ import annotations
 
 import dataclasses
-import functools
-import operator
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,7 +28,8 @@ from gradproof.torch._common import (
     quiet_vmap_fallback,
     to_numpy64,
 )
-from gradproof.torch._reductions import unit_weights
+from gradproof.torch._function_resident import open_function_resident
+from gradproof.torch._reductions import unit_weights, weighted_sum
 from gradproof.torch._vmap import vmap
 
 JACOBIAN_ELEMENTS = 1 << 22  # values per batch of torch's numerical Jacobian (32 MiB of float64)
@@ -231,7 +230,7 @@ class FunctionLoss:
                 args[i] = self.staging.put(i, point[name], self.work[i])
             try:
                 with torch.no_grad():
-                    return self.staging.unaliased(self._call(args))
+                    return self.staging.unaliased(self.call(args))
             except RuntimeError:
                 # func may run autograd itself (torch.autograd.grad, .backward()), which
                 # needs inputs that require grad: it is retried, and from now on run, so.
@@ -239,9 +238,10 @@ class FunctionLoss:
         for i, name in zip(self.checked, self.names, strict=True):
             args[i] = from_numpy(point[name], self.work[i]).requires_grad_(True)
         with torch.enable_grad():
-            return self._call(args)
+            return self.call(args)
 
-    def _call(self, args: list[Any]) -> list[torch.Tensor]:
+    def call(self, args: list[Any]) -> list[torch.Tensor]:
+        """``func``'s checked outputs at ``args`` (the generator reset first), detached."""
         self.reseed()
         raw = as_outputs(self.func(*args))
         return [raw[k].detach() for k in self.kept]
@@ -281,6 +281,11 @@ class FunctionLoss:
             fresh_tensor(point[n], self.work[i])
             for i, n in zip(self.checked, self.names, strict=True)
         ]
+        return self.vmapped(stacked)
+
+    def vmapped(self, stacked: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The outputs at every row of ``stacked`` (the checked inputs, each with a leading
+        axis of points), in one call under vmap; raises where vmap cannot run ``func``."""
 
         def one(*values: torch.Tensor) -> tuple[torch.Tensor, ...]:
             args = list(self.work)
@@ -308,12 +313,13 @@ class WeightedLoss:
 
     def __call__(self, point: dict[str, np.ndarray]) -> torch.Tensor:
         outputs = self.function.evaluate(point, replay=self.replay)
-        batch = self.function.is_batch(point)
-        terms = [
-            (out * w).reshape(out.shape[0], -1).sum(1) if batch else (out * w).sum()
-            for out, w in zip(outputs, self.weights, strict=True)
-        ]
-        return functools.reduce(operator.add, terms)
+        return weighted_sum(outputs, self.weights, self.function.is_batch(point))
+
+    def __gradproof_resident__(self, spans: Any, theta: np.ndarray, batched: bool) -> Any:
+        """Evaluations made where the inputs live, on private copies shifted in place
+        (:mod:`gradproof.torch._function_resident`); None where outputs are kept for a
+        later check to replay, or ``func`` runs autograd itself."""
+        return open_function_resident(self, spans, theta, batched)
 
 
 def coordinates(tensor: torch.Tensor) -> int:

@@ -29,7 +29,7 @@ from gradproof.torch._common import (
     to_numpy64,
     validate_precision,
 )
-from gradproof.torch._resident import ModuleResident, open_module_resident
+from gradproof.torch._resident import TensorResident, open_tensor_resident
 from gradproof.torch._state import borrowed
 
 
@@ -263,10 +263,10 @@ class _ModuleLoss:
 
     def __gradproof_resident__(
         self, spans: Sequence[Span], theta: np.ndarray, batched: bool
-    ) -> ModuleResident | None:
+    ) -> TensorResident | None:
         """Evaluations made where the tensors live, no point built on the host (see
         :mod:`gradproof.torch._resident`)."""
-        return open_module_resident(self, spans, theta, batched)
+        return open_tensor_resident(self, spans, theta, batched)
 
     def __call__(self, point: dict[str, np.ndarray]) -> torch.Tensor:
         first = self.names[0]

@@ -13,7 +13,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Iterator
+import operator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -128,3 +129,14 @@ def _kept_draws(
     shapes: tuple[tuple[int, ...], ...], count: int, seed: int
 ) -> tuple[tuple[np.ndarray, ...], ...]:
     return tuple(_drawn(shapes, count, seed))  # only ever copied into fresh tensors
+
+
+def weighted_sum(
+    outputs: Sequence[torch.Tensor], weights: Sequence[torch.Tensor], batch: bool
+) -> torch.Tensor:
+    """``sum_k <weights_k, outputs_k>``: one value, or one per row of a batch of outputs."""
+    terms = [
+        (out * w).reshape(out.shape[0], -1).sum(1) if batch else (out * w).sum()
+        for out, w in zip(outputs, weights, strict=True)
+    ]
+    return functools.reduce(operator.add, terms)

@@ -1,4 +1,4 @@
-"""`check_module`'s evaluations where the model's parameters live: shifted there, in place.
+"""Evaluations where the checked tensors live: shifted there, in place (check_module, gradcheck).
 
 gradproof's engine builds every point on the host, in one flat float64 vector.
 For a model on a GPU that means copying every parameter host to device at each
@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -29,8 +29,24 @@ import torch
 from gradproof._engine.resident import Declined, Span
 from gradproof._engine.shifts import Along, Recipe, Signs
 
-if TYPE_CHECKING:
-    from gradproof.torch._module import _ModuleLoss
+
+class Target(Protocol):
+    """What a resident evaluation shifts and calls: private tensors it writes in place (by
+    block name), the loss at their values, and the loss at many points under vmap."""
+
+    tensors: dict[str, torch.Tensor]
+    lock: Any  # one evaluation at a time: the tensors are shared
+    dirty: bool  # a host-built point was written into the tensors
+    use_vmap: bool
+
+    def in_place(self) -> torch.Tensor:
+        """The loss at the values the tensors hold now."""
+        raise NotImplementedError
+
+    def vmapped(self, stacked: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss at each row of ``stacked`` (a leading axis of points per tensor)."""
+        raise NotImplementedError
+
 
 # Coordinates per pass over the parameters: one chunk of float64 temporaries. On a CPU
 # they stay in cache; on a GPU one kernel covers many.
@@ -41,9 +57,9 @@ ROW_ELEMENTS = 1 << 22  # (points x parameters) per vmapped call, in float64: 32
 Maker = Callable[[int, int], torch.Tensor]
 
 
-def open_module_resident(
-    loss: _ModuleLoss, spans: Sequence[Span], theta: np.ndarray, batched: bool
-) -> ModuleResident | None:
+def open_tensor_resident(
+    loss: Target, spans: Sequence[Span], theta: np.ndarray, batched: bool
+) -> TensorResident | None:
     """The resident evaluation of ``loss``, or None where its tensors do not allow one
     (a block that is not one of its tensors, a non-contiguous tensor, several devices)."""
     tensors = []
@@ -54,7 +70,7 @@ def open_module_resident(
         tensors.append(tensor)
     if len({t.device for t in tensors}) != 1 or any(t.is_complex() for t in tensors):
         return None
-    return ModuleResident(loss, spans, tensors, theta, batched)
+    return TensorResident(loss, spans, tensors, theta, batched)
 
 
 def _on(array: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -66,12 +82,13 @@ def _on(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return shared if device.type == "cpu" else shared.to(device)
 
 
-class ModuleResident:
-    """:class:`gradproof._engine.resident.Resident` for a borrowed module's tensors."""
+class TensorResident:
+    """:class:`gradproof._engine.resident.Resident` over a :class:`Target`'s tensors (a
+    borrowed module's parameters, or the private copies of a function's inputs)."""
 
     def __init__(
         self,
-        loss: _ModuleLoss,
+        loss: Target,
         spans: Sequence[Span],
         tensors: list[torch.Tensor],
         theta: np.ndarray,

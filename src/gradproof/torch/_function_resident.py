@@ -1,0 +1,82 @@
+"""`gradcheck`'s evaluations where its inputs live: private copies shifted in place.
+
+The drop-in's loss is a weighting of ``func``'s outputs (:class:`WeightedLoss`). Its
+resident evaluation keeps a private copy of each checked input, on the input's device
+and in the check's dtype, and lets :class:`~gradproof.torch._resident.TensorResident`
+shift them in place: no point is built on the host, and many go in one vmapped call
+where ``func`` runs under vmap. The other inputs are passed as they are.
+
+It declines (the engine then builds points on the host, as before) where a later check
+will replay this one's outputs (they are kept by host point), where an input is
+complex, and where ``func`` runs autograd itself (found at its first call, which is
+then made again on the host's way, with gradients enabled).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from gradproof._engine.resident import Declined, Span
+from gradproof.torch._reductions import weighted_sum
+from gradproof.torch._resident import TensorResident, open_tensor_resident
+
+if TYPE_CHECKING:
+    from gradproof.torch._function_loss import FunctionLoss, WeightedLoss
+
+
+def open_function_resident(
+    weighted: WeightedLoss, spans: Sequence[Span], theta: np.ndarray, batched: bool
+) -> TensorResident | None:
+    """``weighted``'s resident evaluation, or None where it declines (see the module)."""
+    function = weighted.function
+    if function.cache.enabled or function.needs_grad:
+        return None
+    if any(t.is_complex() for t in function.inputs):
+        return None
+    return open_tensor_resident(FunctionTarget(weighted), spans, theta, batched)
+
+
+class FunctionTarget:
+    """:class:`~gradproof.torch._resident.Target` for ``func``: the checked inputs' private
+    copies, and ``func``'s weighted outputs at them."""
+
+    def __init__(self, weighted: WeightedLoss) -> None:
+        self.function: FunctionLoss = weighted.function
+        self.weights = weighted.weights
+        self.lock = self.function.lock
+        self.dirty = False  # the host's way writes its own buffers, never these
+        self.tensors = {
+            name: self.function.work[i].detach().clone()
+            for name, i in zip(self.function.names, self.function.checked, strict=True)
+        }
+
+    @property
+    def use_vmap(self) -> bool:
+        return self.function.use_vmap
+
+    @use_vmap.setter
+    def use_vmap(self, value: bool) -> None:
+        self.function.use_vmap = value
+
+    def in_place(self) -> torch.Tensor:
+        """The weighted outputs at the values the private copies hold now."""
+        function = self.function
+        args: list[Any] = list(function.work)
+        for i, name in zip(function.checked, function.names, strict=True):
+            args[i] = self.tensors[name]
+        try:
+            with torch.no_grad():
+                outputs = function.call(args)
+        except RuntimeError as error:  # func runs autograd itself: the host's way retries it
+            function.needs_grad = True
+            raise Declined("func needs gradients enabled") from error
+        return weighted_sum(outputs, self.weights, batch=False)
+
+    def vmapped(self, stacked: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The weighted outputs at every row of ``stacked``, in one call under vmap."""
+        rows = [stacked[name] for name in self.function.names]
+        return weighted_sum(self.function.vmapped(rows), self.weights, batch=True)
