@@ -30,7 +30,30 @@ from gradproof._engine.tree import Layout, flatten  # noqa: E402
 from gradproof.torch._common import to_numpy64  # noqa: E402
 from gradproof.torch._module import _ModuleLoss  # noqa: E402
 from gradproof.torch._resident import TensorResident  # noqa: E402
+from gradproof.torch._resident import pays as real_pays  # noqa: E402
 from gradproof.torch._state import borrowed  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def resident_everywhere(monkeypatch):
+    """On the CPU a small check builds its points on the host, where that costs less
+    (``_resident.pays``); these tests take the resident way at every size, on purpose."""
+    from gradproof.torch import _function_resident, _resident
+
+    monkeypatch.setattr(_resident, "pays", lambda *args: True)
+    monkeypatch.setattr(_function_resident, "pays", lambda *args: True)
+
+
+def test_on_the_cpu_the_resident_way_is_taken_where_it_pays():
+    """Off the CPU always; on it, from 1,024 coordinates, and not in vmapped rows."""
+    from gradproof.torch._resident import CPU_SMALL, ROW_ELEMENTS
+
+    pays = real_pays  # the fixture patches the module's; this is the policy itself
+    cpu, meta = torch.device("cpu"), torch.device("meta")
+    assert pays(meta, 10, True) and pays(meta, 10, False)
+    assert not pays(cpu, CPU_SMALL - 1, False) and pays(cpu, CPU_SMALL, False)
+    assert not pays(cpu, 5000, True)  # vmapped rows: the host's reused buffer is as quick
+    assert pays(cpu, ROW_ELEMENTS, True)  # too large for rows: in place, one point a call
 
 
 def _model(n: int = 6, dtype: torch.dtype = torch.float64) -> torch.nn.Module:

@@ -22,7 +22,7 @@ import torch
 
 from gradproof._engine.resident import Declined, Span
 from gradproof.torch._reductions import weighted_sum
-from gradproof.torch._resident import TensorResident, open_tensor_resident
+from gradproof.torch._resident import TensorResident, open_tensor_resident, pays
 
 if TYPE_CHECKING:
     from gradproof.torch._function_loss import FunctionLoss, WeightedLoss
@@ -35,8 +35,11 @@ def open_function_resident(
     function = weighted.function
     if function.cache.enabled or function.needs_grad:
         return None
-    if any(t.is_complex() for t in function.inputs):
+    inputs = function.inputs
+    if any(t.is_complex() for t in inputs):
         return None
+    if not pays(inputs[0].device, theta.size, batched and function.use_vmap):
+        return None  # decided before any copy is made: small checks pay nothing for it
     return open_tensor_resident(FunctionTarget(weighted), spans, theta, batched)
 
 

@@ -53,6 +53,7 @@ class Target(Protocol):
 CHUNK = {"cpu": 1 << 16}
 DEVICE_CHUNK = 1 << 24
 ROW_ELEMENTS = 1 << 22  # (points x parameters) per vmapped call, in float64: 32 MiB
+CPU_SMALL = 1 << 10  # coordinates below which the host builds a CPU check's points
 
 Maker = Callable[[int, int], torch.Tensor]
 
@@ -70,7 +71,20 @@ def open_tensor_resident(
         tensors.append(tensor)
     if len({t.device for t in tensors}) != 1 or any(t.is_complex() for t in tensors):
         return None
+    if not pays(tensors[0].device, theta.size, batched and loss.use_vmap):
+        return None
     return TensorResident(loss, spans, tensors, theta, batched)
+
+
+def pays(device: torch.device, size: int, vmapped: bool) -> bool:
+    """Whether making points in place beats building them on the host. Off the CPU,
+    always: the host's way copies every point to the device. On the CPU, only from
+    ``CPU_SMALL`` coordinates on (below, setting up costs more than it saves), and not
+    where points go in vmapped rows (the host shifts one reused buffer of rows, which is
+    as quick); models too large for rows (a probe of millions) gain most."""
+    if device.type != "cpu":
+        return True
+    return size >= CPU_SMALL and not (vmapped and 2 * size <= ROW_ELEMENTS)
 
 
 def _on(array: np.ndarray, device: torch.device) -> torch.Tensor:
