@@ -449,3 +449,37 @@ def test_a_block_the_probes_found_wrong_fails_even_when_its_sample_misses_the_bu
     assert report.status == "fail" and report.suspects == ("params",)
     assert report.blocks["params"].wrong_elements == ()
     assert report.blocks["params"].diagnosis.kind == "general"
+
+
+def test_a_loss_that_writes_into_its_parameters_only_at_shifted_points_is_named():
+    """The base point is read-only of itself; the shifted points are built in a buffer of
+    the check's own, which the loss must not be able to write either. [T2: the views
+    given to the loss writable]"""
+
+    def loss(p):
+        if p[0] != 1.0:
+            p *= 2
+        return float(np.sum(p**2))
+
+    x = np.ones(3)
+    with pytest.raises(gradproof.InvalidArgument, match="wrote into the parameters it was given"):
+        gradproof.check(loss, x, 2 * x)
+    assert x.tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_probe_mode_shows_a_found_elements_numerical_derivative_with_its_sign(seed):
+    """A wrong element found by bisection is shown with the numerical derivative along its
+    own coordinate, whatever sign its probe drew for it (six seeds: both signs occur).
+    [V4: the probe's sign left out of the element's numerical value]"""
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=2000)
+    theta = rng.normal(size=2000)
+    grad = 2 * a * theta  # J = sum(a * theta^2)
+    planted = grad.copy()
+    planted[1234] *= 1.5
+    report = gradproof.check(
+        lambda p: float(np.sum(a * p**2)), theta, planted, mode="probe", seed=seed
+    )
+    (element,) = [e for e in report.blocks["params"].worst if e.index == (1234,)]
+    assert element.numerical == pytest.approx(grad[1234], rel=1e-4)
