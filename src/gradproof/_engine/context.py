@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from gradproof._engine.budget import Budget
-from gradproof._engine.evaluate import Evaluator, evaluate_offsets
+from gradproof._engine.calls import evaluate_offsets
+from gradproof._engine.evaluate import Evaluator
 from gradproof._engine.precision import FLOAT64, Level, round_to
 from gradproof._engine.schemes import Scheme, default_step
 from gradproof._engine.tree import Layout

@@ -17,13 +17,13 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from gradproof._engine.budget import SERIAL_FIX, Limits
 from gradproof._engine.calls import Loss, call_loss
-from gradproof._engine.calls import evaluate_offsets as evaluate_offsets  # its old home
 from gradproof._engine.resident import Declined, open_resident
 from gradproof._engine.shifts import Along, as_along, shift_span
 from gradproof._engine.tree import Layout
@@ -160,7 +160,7 @@ class Evaluator:
             count, resident = len(alongs) * steps.shape[0], self.resident
             try:
                 values = self._timed(lambda: resident.directions(alongs, steps, span), where, count)
-                return self._finite_values(values, [where] * count, eps_sets_steps)
+                return self._finite_values(values, lambda bad: where, eps_sets_steps)
             except Declined:
                 self.resident = None
         if self.batched:
@@ -197,20 +197,21 @@ class Evaluator:
             count = (part.stop - lo) * k
             where = (int(indices[lo]), offsets[lo, 0], count)
             these, shifts = indices[part], offsets[part]
-            resident = self.resident
-            values = self._timed(lambda: resident.coordinates(these, shifts), where, count)  # noqa: B023
-            places = [(int(i), o) for i, row in zip(these, shifts, strict=True) for o in row]
-            out[part] = self._finite_values(values, places).reshape(part.stop - lo, k)
+            values = self._timed(partial(self.resident.coordinates, these, shifts), where, count)
+            place = partial(_place_in, these, shifts)
+            out[part] = self._finite_values(values, place).reshape(part.stop - lo, k)
         return out
 
-    def _finite_values(self, values: Any, places: list[Any], eps_sets_steps: bool = True) -> Any:
-        """``values`` from a resident evaluation, as an array; the first non-finite one, if
-        any, is reported at its place (see :meth:`_scalar`)."""
+    def _finite_values(
+        self, values: Any, place_of: Callable[[int], Any], eps_sets_steps: bool = True
+    ) -> np.ndarray:
+        """``values`` as an array, its dtype noted; the first non-finite one, if any, is
+        reported at ``place_of(its flat position)`` (see :meth:`_scalar`)."""
         array = np.asarray(_to_numpy(values))
         self._note_dtype(array)
         if not np.all(np.isfinite(array)):
             bad = int(np.flatnonzero(~np.isfinite(array.ravel()))[0])
-            self._scalar(array.ravel()[bad], places[bad], eps_sets_steps)
+            self._scalar(array.ravel()[bad], place_of(bad), eps_sets_steps)
         return array
 
     def _buffer(self) -> np.ndarray:
@@ -313,11 +314,7 @@ class Evaluator:
                 f"shape ({points.shape[0]},)",
                 "reduce over every axis but the leading batch axis, or drop batched=True",
             )
-        self._note_dtype(values)
-        if not np.all(np.isfinite(values)):
-            bad = int(np.flatnonzero(~np.isfinite(values))[0])
-            self._scalar(values[bad], "a batched evaluation")
-        return values
+        return self._finite_values(values, lambda bad: "a batched evaluation")
 
     def _scalar(self, value: Any, where: Any, eps_sets_steps: bool = True) -> Any:
         array = np.asarray(_to_numpy(value))
@@ -341,6 +338,12 @@ class Evaluator:
                 + (" or choose a smaller step `eps`" if eps_sets_steps else ""),
             )
         return scalar
+
+
+def _place_in(indices: np.ndarray, offsets: np.ndarray, flat: int) -> tuple[int, Any]:
+    """The coordinate and offset of value ``flat`` of ``coordinates(indices, offsets)``."""
+    row, col = divmod(flat, offsets.shape[1])
+    return int(indices[row]), offsets[row, col]
 
 
 def _finite(value: Any) -> bool:

@@ -125,7 +125,7 @@ def _folds(evaluator: Evaluator, repeats: int) -> bool:
         evaluator.batched
         and evaluator.theta.size > 0
         and repeats == DIRECTIONS
-        and getattr(evaluator, "resident", None) is None
+        and evaluator.resident is None
     )
 
 

@@ -171,13 +171,9 @@ class TensorResident:
             self._settle()
             try:
                 for along, maker in zip(alongs, makers, strict=True):
-                    dot = _Dot(along, self.grad)
-                    for step in steps:
-                        for j, lo, hi in self._pieces(span):
-                            u = maker(lo, hi)
-                            dot.add(lo, hi, u)
-                            self._piece(j, lo, hi).copy_(self._point(u, float(step), lo, hi))
-                        dot.done()
+                    for pieces in self._steps(along, maker, steps, span):
+                        for j, lo, hi, point in pieces:
+                            self._piece(j, lo, hi).copy_(point)
                         out.append(self.loss.in_place())
             finally:
                 for j, lo, hi in self._pieces(span):
@@ -187,9 +183,24 @@ class TensorResident:
 
     # -- the points ------------------------------------------------------------------
 
-    def _point(self, u: torch.Tensor, step: float, lo: int, hi: int) -> torch.Tensor:
-        """``theta + (u * step)`` over ``lo:hi``, in float64 (``u`` is consumed)."""
-        return u.mul_(step).add_(self.base_point[lo:hi])
+    def _steps(
+        self, along: Along, maker: Maker, steps: np.ndarray, span: slice
+    ) -> Iterator[Iterator[tuple[int, int, int, torch.Tensor]]]:
+        """For each step, the point ``theta + (u * step)`` over ``span``, in float64, as
+        ``(tensor, lo, hi, values)`` pieces; ``g . u`` is summed over the first step's
+        pieces and handed to the direction once they are consumed."""
+        dot = _Dot(along, self.grad)
+        for step in steps:
+            yield self._shifted(maker, float(step), span, dot)
+            dot.done()
+
+    def _shifted(
+        self, maker: Maker, step: float, span: slice, dot: _Dot
+    ) -> Iterator[tuple[int, int, int, torch.Tensor]]:
+        for j, lo, hi in self._pieces(span):
+            u = maker(lo, hi)
+            dot.add(lo, hi, u)
+            yield j, lo, hi, u.mul_(step).add_(self.base_point[lo:hi])
 
     def _maker(self, along: Along, span: slice) -> Maker:
         """``maker(lo, hi)``: the direction's values at coordinates ``lo:hi``, float64."""
@@ -324,14 +335,9 @@ class TensorResident:
     ) -> None:
         """Row ``d * k + s``: theta shifted by ``steps[s]`` along direction ``d`` over ``span``."""
         for d, (along, maker) in enumerate(zip(alongs, makers, strict=True)):
-            dot = _Dot(along, self.grad)
-            for s, step in enumerate(steps):
-                row = d * steps.shape[0] + s
-                for _, lo, hi in self._pieces(span):
-                    u = maker(lo, hi)
-                    dot.add(lo, hi, u)
-                    points[row, lo:hi] = self._point(u, float(step), lo, hi)
-                dot.done()
+            for s, pieces in enumerate(self._steps(along, maker, steps, span)):
+                for _, lo, hi, point in pieces:
+                    points[d * steps.shape[0] + s, lo:hi] = point
 
 
 class _Dot:
