@@ -366,15 +366,80 @@ def test_gradcheck_evaluated_in_place_gives_the_hosts_verdict(func, fast_mode):
     assert (resident is True) == (func != _Skewed.apply)
 
 
-def test_a_func_that_runs_autograd_itself_takes_the_hosts_way():
-    """Its first call under no_grad raises; the resident way declines, and the host's way
-    calls it again with gradients enabled, as it always did."""
+def test_a_func_that_runs_autograd_itself_is_evaluated_in_place_with_gradients():
+    """Its first call under no_grad raises; it is made again in place, with gradients
+    enabled and the private copies requiring grad, and so is every later one."""
     torch.manual_seed(0)
     x = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    calls = {"grad enabled": 0}
 
     def autograd_inside(t):  # the gradient of sum(t^3), as gradgradcheck's function takes it
+        calls["grad enabled"] += torch.is_grad_enabled()
         (g,) = torch.autograd.grad((t**3).sum(), t, create_graph=True)
         return g
 
     (resident, host), opened = _gradcheck_both_ways(autograd_inside, (x,))
     assert resident is True and host is True and "TensorResident" in opened
+    assert calls["grad enabled"] > 20
+    assert not x.grad_fn and x.grad is None  # the user's input untouched
+
+
+class _Cube(torch.autograd.Function):
+    """``x**3`` with a hand-written backward that is itself differentiable; ``wrong``
+    scales its double backward by 1.01 at element 3 (what gradgradcheck must catch)."""
+
+    wrong = False
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x**3
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return _CubeBackward.apply(g, x)
+
+
+class _CubeBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, g, x):
+        ctx.save_for_backward(g, x)
+        return 3 * g * x**2
+
+    @staticmethod
+    def backward(ctx, gg):
+        g, x = ctx.saved_tensors
+        dx = 6 * gg * g * x
+        if _Cube.wrong:
+            dx = dx.clone()
+            dx[3] *= 1.01
+        return 3 * gg * x**2, dx
+
+
+@pytest.mark.parametrize("wrong", [False, True])
+def test_gradgradcheck_evaluated_in_place_gives_the_hosts_verdict(monkeypatch, wrong):
+    monkeypatch.setattr(_Cube, "wrong", wrong)
+    torch.manual_seed(0)
+    x = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    real = evaluate_module.open_resident
+    opened, outcomes = [], []
+
+    def spy(*args):
+        resident = real(*args)
+        opened.append(type(resident).__name__)
+        return resident
+
+    for opener in (spy, lambda *args: None):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(evaluate_module, "open_resident", opener)
+            try:
+                outcomes.append(gradproof.torch.gradgradcheck(_Cube.apply, (x,)))
+            except gradproof.torch.GradcheckError as error:
+                outcomes.append(re.sub(r"in \d+\.\d+ s", "in T s", str(error)))
+    resident, host = outcomes
+    assert "TensorResident" in opened
+    assert resident == host
+    assert (resident is True) == (not wrong)
+    if wrong:
+        assert "[3]" in resident

@@ -7,9 +7,11 @@ shift them in place: no point is built on the host, and many go in one vmapped c
 where ``func`` runs under vmap. The other inputs are passed as they are.
 
 It declines (the engine then builds points on the host, as before) where a later check
-will replay this one's outputs (they are kept by host point), where an input is
-complex, and where ``func`` runs autograd itself (found at its first call, which is
-then made again on the host's way, with gradients enabled).
+will replay this one's outputs (they are kept by host point) and where an input is
+complex. A ``func`` that runs autograd itself (``gradgradcheck``'s, which takes the
+gradient of the user's function) is evaluated in place too, with gradients enabled and
+its copies requiring grad; that need is found at its first call, which is then made
+again that way.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from gradproof._engine.resident import Declined, Span
+from gradproof._engine.resident import Span
 from gradproof.torch._reductions import weighted_sum
 from gradproof.torch._resident import TensorResident, open_tensor_resident, pays
 
@@ -33,7 +35,7 @@ def open_function_resident(
 ) -> TensorResident | None:
     """``weighted``'s resident evaluation, or None where it declines (see the module)."""
     function = weighted.function
-    if function.cache.enabled or function.needs_grad:
+    if function.cache.enabled:
         return None
     inputs = function.inputs
     if any(t.is_complex() for t in inputs):
@@ -53,7 +55,7 @@ class FunctionTarget:
         self.lock = self.function.lock
         self.dirty = False  # the host's way writes its own buffers, never these
         self.tensors = {
-            name: self.function.work[i].detach().clone()
+            name: self.function.work[i].detach().clone().requires_grad_(self.function.needs_grad)
             for name, i in zip(self.function.names, self.function.checked, strict=True)
         }
 
@@ -71,12 +73,16 @@ class FunctionTarget:
         args: list[Any] = list(function.work)
         for i, name in zip(function.checked, function.names, strict=True):
             args[i] = self.tensors[name]
-        try:
-            with torch.no_grad():
-                outputs = function.call(args)
-        except RuntimeError as error:  # func runs autograd itself: the host's way retries it
-            function.needs_grad = True
-            raise Declined("func needs gradients enabled") from error
+        if not function.needs_grad:
+            try:
+                with torch.no_grad():
+                    return weighted_sum(function.call(args), self.weights, batch=False)
+            except RuntimeError:  # func runs autograd itself: from now on, with gradients
+                function.needs_grad = True
+        for tensor in self.tensors.values():
+            tensor.requires_grad_(True)  # a leaf: written in place under no_grad, as before
+        with torch.enable_grad():
+            outputs = function.call(args)
         return weighted_sum(outputs, self.weights, batch=False)
 
     def vmapped(self, stacked: dict[str, torch.Tensor]) -> torch.Tensor:
