@@ -536,8 +536,8 @@ MUTANTS: tuple[Mutant, ...] = (
     M(
         "R5",
         "probe.py",
-        "if judged.wrong[0] or judged.kink[0]:",
-        "if judged.wrong[0]:",
+        "if (judged.wrong[0] or judged.kink[0]) and not _carries(",
+        "if judged.wrong[0] and not _carries(",
         "a probe across a kink is judged on the central pair alone",
     ),
     M(

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 import gradproof
+from gradproof._engine.judge import Judged
+from gradproof._engine.probe import _carries
 
 RTOL = 1e-6  # relative tolerance on element-level numerical derivatives
 
@@ -120,7 +122,8 @@ def test_a_budget_cuts_rounds_and_the_miss_bound_says_so():
     [
         (21, "inconclusive", (), []),  # the set-up only: no probe at all
         (35, "fail", (), [300]),  # one failing probe, no room to bisect it
-        (49, "fail", (), [75]),  # bisection cut short at a quarter of the block
+        (49, "fail", (), [38]),  # bisection cut short at an eighth of the block
+        (63, "fail", ((123,),), []),
         (77, "fail", ((123,),), []),
         (119, "fail", ((123,),), []),
         (161, "fail", ((123,),), []),
@@ -234,3 +237,44 @@ def test_the_extra_facts_are_json_ready(mode):
     data = json.loads(report.to_json())
     assert data["mode"] == mode and data["extra"]["budget"] == "500 loss evaluations"
     assert data["blocks"]["W"]["wrong_elements"] == [[5]]
+
+
+def _judged(numerical, tolerance, wrong=True, kink=False, unclear=False):
+    return Judged(
+        numerical=np.array([numerical]),
+        tolerance=np.array([tolerance]),
+        wrong=np.array([wrong]),
+        kink=np.array([kink]),
+        unclear=np.array([unclear]),
+    )
+
+
+def test_a_bisected_part_carrying_its_parents_whole_error_skips_richardsons_points():
+    """Its central verdict stands where its error is the parent's (judged on Richardson's
+    points) and far beyond its own tolerance; anything else is refined as before."""
+    parent = (0.5, 1e-3)  # the parent's error and tolerance
+    assert _carries(_judged(1.5, 1e-3), 2.0, parent, size=8)  # error 0.5: the parent's
+    assert not _carries(_judged(1.5, 1e-3), 2.0, None, size=8)  # a first probe
+    assert not _carries(_judged(1.5, 1e-3), 2.0, parent, size=1)  # an element: reported
+    assert not _carries(_judged(1.8, 1e-3), 2.0, parent, size=8)  # part of the error only
+    assert not _carries(_judged(1.5, 0.2), 2.0, parent, size=8)  # not far beyond its own
+    assert not _carries(_judged(1.5, 1e-3, kink=True), 2.0, parent, size=8)
+    assert not _carries(_judged(1.5, 1e-3, unclear=True), 2.0, parent, size=8)
+    assert not _carries(_judged(1.5, 1e-3, wrong=False), 2.0, parent, size=8)
+
+
+def test_bisection_costs_a_central_pair_per_level_and_names_the_element():
+    """A single wrong element in 2^12 coordinates: each bisection level spends about the
+    central pair (the parent's error found whole in one half), not Richardson's four
+    points: the failing check costs at most two evaluations a level more than a passing
+    one (which spends ten rounds of probes that the failing one does not)."""
+    loss, _, params, grad = sines((("W", (4096,)),))
+    true = grad["W"][1234]
+    passing = gradproof.check(loss, params, grad, mode="probe", seed=1)
+    grad["W"][1234] *= 1.001
+    report = gradproof.check(loss, params, grad, mode="probe", seed=1)
+    assert passing.passed and report.blocks["W"].wrong_elements == ((1234,),)
+    levels = 12
+    assert report.evaluations - passing.evaluations <= 2 * levels + 8
+    element = report.blocks["W"].worst[0]
+    assert element.index == (1234,) and element.numerical == pytest.approx(true, rel=1e-8)

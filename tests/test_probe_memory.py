@@ -209,7 +209,7 @@ def test_no_full_size_memory_is_allocated_between_evaluations():
     watched = Watched(loss)
     report, _ = traced_check(watched, params, grad)
     large = [b for b in watched.between if b > 0.2 * nbytes]
-    assert len(watched.between) == report.evaluations - 1 > 100
+    assert len(watched.between) == report.evaluations - 1 > 60
     assert len(large) == 1 and 0.99 * nbytes <= large[0] < 1.2 * nbytes  # the work buffer
     after = watched.levels[watched.between.index(large[0]) + 1 :]
     assert max(after) - min(after) < 0.1 * nbytes  # no growth from call to call

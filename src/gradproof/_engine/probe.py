@@ -35,12 +35,15 @@ from typing import Any
 import numpy as np
 
 from gradproof._engine.context import Context
-from gradproof._engine.judge import judge_elements
+from gradproof._engine.judge import Judged, judge_elements
 from gradproof._engine.schemes import SCHEMES, default_step
 from gradproof._engine.shifts import CHUNK, Along, Recipe, Signs, scale_into
 from gradproof._engine.tree import Block
 
 WIDE = 16  # failing halves at one depth beyond which a block counts as wrong throughout
+# A bisected part whose central difference shows its parent's error beyond this many times
+# its own tolerance is wrong without Richardson's two more points (see _carries).
+CARRIES = 4.0
 SAME_RATIO = 1e-2  # ratios gradient/numerical this consistent (relative to |ratio - 1|): scale
 
 
@@ -151,7 +154,21 @@ class Prober:
         one draw of the check's generator (:meth:`Signs.draw`)."""
         return Signs.draw(self.rng, size)
 
-    def probe(self, lo: int, hi: int, signs: Signs | None = None) -> Probe:
+    def probe(
+        self,
+        lo: int,
+        hi: int,
+        signs: Signs | None = None,
+        expect: tuple[float, float] | None = None,
+    ) -> Probe:
+        """Compare ``g . u`` with the loss's slope along a random ``u`` over ``lo:hi``.
+
+        ``expect``: where bisection probes part of a failing probe, the error this part
+        would carry if it held all of its parent's (and that error's tolerance). A part
+        whose central difference shows that error, far beyond its own tolerance, is judged
+        wrong on the central pair alone (:func:`_carries`); single elements always get
+        Richardson's points, their numerical derivative being reported.
+        """
         ctx = self.ctx
         signs = self.signs(hi - lo) if signs is None else signs
         direction = Direction(ctx.theta[lo:hi], signs, ctx.g[lo:hi])
@@ -165,7 +182,9 @@ class Prober:
                 ctx.j0, pair[None, :], self.steps[None, :2], ctx.noise_at(pair[None, :], where)
             )
             judged = judge_elements(a, estimate, "central", ctx.rtol, ctx.grad_eps)
-            if judged.wrong[0] or judged.kink[0]:
+            if (judged.wrong[0] or judged.kink[0]) and not _carries(
+                judged, analytic, expect, hi - lo
+            ):
                 more = ctx.evaluator.along(positions, direction, self.steps[2:])
                 values = np.concatenate([pair, more])[None, :]
                 noise = ctx.noise_at(values, where)
@@ -309,12 +328,13 @@ def _split(prober: Prober, node: Probe, entry: BlockProbes) -> list[Probe]:
     assert node.signs is not None
     half = node.size // 2
     mid = node.lo + half
-    left = prober.probe(node.lo, mid, node.signs[:half])
+    left = prober.probe(node.lo, mid, node.signs[:half], (node.error, node.tolerance))
     made = [left]
     right_error = node.error - left.error
     right_tolerance = node.tolerance + left.tolerance
     if not left.wrong or abs(right_error) > right_tolerance:
-        made.append(prober.probe(mid, node.hi, node.signs[half:]))
+        expect = (right_error, right_tolerance)
+        made.append(prober.probe(mid, node.hi, node.signs[half:], expect))
     out = [p for p in made if p.wrong]
     if out:
         return out
@@ -327,6 +347,21 @@ def _split(prober: Prober, node: Probe, entry: BlockProbes) -> list[Probe]:
         kinked = any(p.kink for p in made + fresh)
         (entry.cleared if kinked else entry.unresolved).append(node)
     return out
+
+
+def _carries(
+    judged: Judged, analytic: float, expect: tuple[float, float] | None, size: int
+) -> bool:
+    """Whether a part's central verdict, wrong, may stand without Richardson's points: its
+    error is its parent's (which was judged on them), within both tolerances, and beyond
+    ``CARRIES`` times its own. Only the parent's whole error landing in this very part
+    does that; a part near a kink, unclear, or of one element is refined as always."""
+    if expect is None or size == 1 or not judged.wrong[0] or judged.kink[0]:
+        return False
+    if judged.unclear is not None and judged.unclear[0]:
+        return False
+    error, tolerance = analytic - float(judged.numerical[0]), float(judged.tolerance[0])
+    return abs(error) > CARRIES * tolerance and abs(error - expect[0]) <= expect[1] + tolerance
 
 
 def _same_ratio(probes: list[Probe]) -> bool:
