@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ENGINE = Path("src/gradproof/_engine")
 TESTS = (
     "tests/test_verdicts.py",
+    "tests/test_kinks.py",
     "tests/test_precision.py",
     "tests/test_diagnosis.py",
     "tests/test_diagnosis_patterns.py",
@@ -135,8 +136,8 @@ MUTANTS: tuple[Mutant, ...] = (
     M(
         "J10",
         "judge.py",
-        "vague = (est.forward_error > 0.1 * size) & (est.backward_error > 0.1 * size)",
-        "vague = np.isfinite(size) | True",
+        "both = vague_f & vague_b & (near_f | near_b)",
+        "both = near_f | near_b",
         "a bug next to a kink that a clean side contradicts reads inconclusive, not fail",
     ),
     M(
@@ -159,6 +160,34 @@ MUTANTS: tuple[Mutant, ...] = (
         "floor = max(slack, rtol) * size + SAFETY * 4 * est.roundoff",
         "floor = max(slack, rtol) * size",
         "roundoff noise counts as evidence of a kink: bugs in noisy losses excused as kinks",
+    ),
+    M(
+        "J14",
+        "judge.py",
+        "evidence |= np.abs(fwd - bwd) > bounds",
+        "evidence |= np.abs(fwd - bwd) > np.inf",
+        "a kink at the point itself (its sides smooth) is not recognised: a correct ReLU fails",
+    ),
+    M(
+        "J15",
+        "judge.py",
+        "LOPSIDED = 0.1",
+        "LOPSIDED = 10.0",
+        "a slope jump below the slack on one side is missed: a float64 batch of 512 fails",
+    ),
+    M(
+        "J16",
+        "judge.py",
+        "shown = apart & (near_f | near_b) & (est.smooth_gap is not None)",
+        "shown = apart & (near_f | near_b)",
+        "a central pair's curvature reads as sides apart: float32 checks go inconclusive",
+    ),
+    M(
+        "J17",
+        "judge.py",
+        "apart = nonsmooth | (",
+        "apart = nonsmooth & (",
+        "sides apart below the kink floor blame the element: float32 ReLU nets fail",
     ),
     # -------------------------------------------------------------- schemes.py
     M(

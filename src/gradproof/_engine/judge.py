@@ -22,6 +22,7 @@ from gradproof._engine.schemes import Estimate
 
 SAFETY = 4.0
 KINK_SLACK = {"central": 1e-3, "richardson": 1e-3, "complex": 0.0}
+LOPSIDED = 0.1  # a smooth gap this share of the sides' bend shows a kink on one side
 GRAD_ROUNDING = 8.0  # units of the gradient's own epsilon allowed per element
 
 
@@ -166,7 +167,8 @@ def judge_elements(
     kink = np.zeros(n.shape, dtype=bool)
     with np.errstate(invalid="ignore"):
         disagree = ~(np.abs(g - n) <= tol)
-    for i in _nonsmooth(g, est, KINK_SLACK[scheme], rtol).nonzero()[0].tolist():
+    nonsmooth = _nonsmooth(g, est, KINK_SLACK[scheme], rtol)
+    for i in nonsmooth.nonzero()[0].tolist():
         side = _kink_side(g[i], est, i, KINK_SLACK[scheme], rtol)
         # A side replaces the estimate where it explains a disagreement, or judges more
         # tightly; where the estimate already matches g more tightly, a smooth loss's
@@ -180,17 +182,20 @@ def judge_elements(
     # an element that still disagrees can be: where none does, nothing is unclear).
     unclear = disagree & ~kink
     if unclear.any():
-        unclear &= _uncertain_side_matches(g, est, max(KINK_SLACK[scheme], rtol))
+        unclear &= _uncertain_side_matches(g, est, max(KINK_SLACK[scheme], rtol), nonsmooth)
     # Non-finite anywhere (an overflowing estimate or tolerance) is never a pass.
     with np.errstate(invalid="ignore"):
         beyond = ~(np.abs(g - n) <= tol) | ~np.isfinite(n) | ~np.isfinite(tol)
     return Judged(n, tol, beyond & ~unclear, kink, numeric, unclear=unclear)
 
 
-def _uncertain_side_matches(g: np.ndarray, est: Estimate, slack: float) -> np.ndarray:
+def _uncertain_side_matches(
+    g: np.ndarray, est: Estimate, slack: float, nonsmooth: np.ndarray
+) -> np.ndarray:
     """Elements near a kink, in a precision too coarse to tell: the noise alone could hide
-    a kink, both one-sided estimates are too uncertain to be informative, yet ``g`` lies
-    within one side's own error bound.
+    a kink, and ``g`` lies within the error bound of a one-sided estimate, where both
+    sides are too uncertain to clear or blame it, or where the sides stand apart by more
+    than either's own noise bound (``nonsmooth``: by more than the floor that shows a kink).
 
     Such an element can be neither cleared nor blamed: its block is inconclusive.
     Where the sides are uncertain from curvature rather than noise (float64 near a
@@ -200,12 +205,18 @@ def _uncertain_side_matches(g: np.ndarray, est: Estimate, slack: float) -> np.nd
     with np.errstate(invalid="ignore", over="ignore"):
         size = np.maximum(np.maximum(np.abs(fwd), np.abs(bwd)), np.abs(g))
         noisy = SAFETY * 4 * est.roundoff > slack * size  # noise could hide a kink
+        vague_f, vague_b = est.forward_error > 0.1 * size, est.backward_error > 0.1 * size
+        near_f = np.abs(g - fwd) <= SAFETY * est.forward_error
+        near_b = np.abs(g - bwd) <= SAFETY * est.backward_error
         # no informative side (one would have been matched, or g is wrong)
-        vague = (est.forward_error > 0.1 * size) & (est.backward_error > 0.1 * size)
-        within = (np.abs(g - fwd) <= SAFETY * est.forward_error) | (
-            np.abs(g - bwd) <= SAFETY * est.backward_error
-        )
-    return noisy & vague & within & np.isfinite(fwd) & np.isfinite(bwd)
+        both = vague_f & vague_b & (near_f | near_b)
+        # the sides apart by more than either's own noise bound (a kink shown, or hinted at
+        # below the floor that would prove one), and g within a side's uncertainty
+        # (Richardson's sides only: a central pair's sides bound their noise, not their
+        # truncation, and stand apart by h·J'' wherever the loss curves)
+        apart = nonsmooth | (np.abs(fwd - bwd) > np.maximum(est.forward_error, est.backward_error))
+        shown = apart & (near_f | near_b) & (est.smooth_gap is not None)
+    return noisy & (both | shown) & np.isfinite(fwd) & np.isfinite(bwd)
 
 
 def _nonsmooth(g: np.ndarray, est: Estimate, slack: float, rtol: float) -> np.ndarray:
@@ -222,7 +233,29 @@ def _nonsmooth(g: np.ndarray, est: Estimate, slack: float, rtol: float) -> np.nd
         evidence = np.abs(fwd - bwd) > floor
         if est.smooth_gap is not None:
             evidence |= est.smooth_gap > floor
+        if est.smooth_gap is not None:  # Richardson's one-sided estimates, each O(h^2)
+            # A smooth loss's two agree to O(h^3) (their h^2 terms are equal), within
+            # their bounds; a kink at the point itself parts them.
+            bounds = SAFETY * (est.forward_error + est.backward_error) + rtol * size
+            evidence |= np.abs(fwd - bwd) > bounds
+        if est.smooth_gap is not None and est.bend is not None:
+            evidence |= _lopsided(est, size, rtol)
     return evidence & np.isfinite(fwd) & np.isfinite(bwd)
+
+
+def _lopsided(est: Estimate, size: np.ndarray, rtol: float) -> np.ndarray:
+    """A kink on one side only, where the slope jump is below the relative slack.
+
+    A smooth loss's central differences at h and h/2 differ by (h²/8)|J'''|, far below
+    the sides' bend (h/4)|J''| (their ratio is h·J'''/2J''); a kink within one side's
+    steps makes the gap as large as the bend. A gap beyond ``LOPSIDED`` times the bend,
+    ``100·rtol`` of the derivative, and the noise is that evidence: in float64 it sees
+    one sample's ReLU crossing zero in a batch of hundreds (a jump of 1e-4 or less).
+    """
+    assert est.smooth_gap is not None and est.bend is not None
+    # the gap's own noise is at most ``roundoff`` (3δ/h: δ/h from D(h), 2δ/h from D(h/2))
+    floor = np.maximum(LOPSIDED * est.bend, 100 * rtol * size) + SAFETY * est.roundoff
+    return np.asarray(est.smooth_gap > floor)
 
 
 def _kink_side(

@@ -41,6 +41,9 @@ class Estimate:
     backward_error: np.ndarray
     roundoff: np.ndarray
     smooth_gap: np.ndarray | None = None
+    # Half the difference of the two sides' first-order corrections: (h/4)|J''| for a smooth
+    # loss, as large as the smooth gap where a kink lies on one side only.
+    bend: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -114,22 +117,25 @@ def _richardson(j0: float, values: np.ndarray, offsets: np.ndarray, delta: Noise
     h = (op1 - om1) / 2
     roundoff = 3 * delta / h
     error = np.abs(value - d2) + roundoff
-    fwd, fwd_err = _one_sided(j0, jp1, jp2, op1, op2, delta)
-    bwd, bwd_err = _one_sided(j0, jm1, jm2, om1, om2, delta)
-    # For a smooth loss the two central differences agree to O(h^2); a kink
-    # between the two steps pulls them apart by a slope jump.
-    return Estimate(value, error, fwd, fwd_err, bwd, bwd_err, roundoff, np.abs(d1 - d2))
+    fwd, fwd_err, fwd_step = _one_sided(j0, jp1, jp2, op1, op2, delta)
+    bwd, bwd_err, bwd_step = _one_sided(j0, jm1, jm2, om1, om2, delta)
+    # For a smooth loss the two central differences agree to O(h^2); a kink between the
+    # steps pulls them apart by a slope jump. Each side's change between its two steps
+    # is ±(h/4)J'' + O(h^2): their sum (twice the gap) cancels, their difference does not.
+    bend = np.abs(fwd_step - bwd_step) / 2
+    return Estimate(value, error, fwd, fwd_err, bwd, bwd_err, roundoff, np.abs(d1 - d2), bend)
 
 
 def _one_sided(
     j0: float, j1: np.ndarray, j2: np.ndarray, o1: np.ndarray, o2: np.ndarray, delta: Noise
-) -> tuple[np.ndarray, np.ndarray]:
-    """Richardson-extrapolated one-sided difference, O(h^2), and its error bound."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Richardson-extrapolated one-sided difference, O(h^2), its error bound, and the
+    change of the first-order difference between the two steps."""
     e1 = (j1 - j0) / o1
     e2 = (j2 - j0) / o2
     value = 2 * e2 - e1
     error = np.abs(value - e2) + 10 * delta / np.abs(o1)
-    return value, error
+    return value, error, e1 - e2
 
 
 def _complex_step(values: np.ndarray, offsets: np.ndarray) -> Estimate:
