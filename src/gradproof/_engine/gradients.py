@@ -49,7 +49,35 @@ def resolve_gradient(grad: Any, params: Any, layout: Layout) -> tuple[np.ndarray
             "the gradient under test must be finite (no NaN or inf)",
             "find where backprop produces the NaN/inf (log of 0, division by 0, overflow)",
         )
-    return gflat, _precision(glayout)
+    return gflat, max(_precision(glayout), rounded_to(gflat))
+
+
+# Values sampled to tell a float32-rounded gradient: a float64 one passes for float32 by
+# chance with probability 2^-29 per value.
+ROUNDING_SAMPLE = 1 << 16
+
+
+def rounded_to(g: np.ndarray) -> float:
+    """float32's epsilon where a float64 gradient carries float32's rounding, else float64's.
+
+    A backward that accumulates in a float32 buffer (``torch.zeros`` without ``dtype=``)
+    and hands its result back as float64 gives values that are all float32 numbers.
+    Seen where every sampled value is one and some value needs more than half
+    precision's 11 significant bits (dyadic values such as 0.5 or 3.25, the gradients
+    of simple test losses, are no sign of rounding).
+
+    >>> rounded_to(np.float32([0.1, 1 / 3]).astype(np.float64))  # float32's epsilon, 2^-23
+    1.1920928955078125e-07
+    >>> rounded_to(np.array([0.1, 1 / 3])), rounded_to(np.array([0.5, 3.25, 1.0]))
+    (2.220446049250313e-16, 2.220446049250313e-16)
+    """
+    sample = g[:: max(1, g.size // ROUNDING_SAMPLE)]
+    with np.errstate(over="ignore", invalid="ignore"):
+        exact = bool(np.all(sample.astype(np.float32).astype(np.float64) == sample))
+        fraction = np.frexp(sample)[0] * 2.0**11
+    if exact and bool(np.any(fraction != np.round(fraction))):
+        return float(np.finfo(np.float32).eps)
+    return float(np.finfo(np.float64).eps)
 
 
 def params_precision(layout: Layout) -> float:

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import gradproof
+from gradproof._engine.resident import Span
 from gradproof._engine.validate import validate_callable
 from gradproof._errors import GradcheckError, invalid
 from gradproof._report import Report
@@ -22,6 +23,7 @@ from gradproof.jax._orders import (
     validate,
 )
 from gradproof.jax._outputs import scalar
+from gradproof.jax._resident import open_jax_resident, pieces
 from gradproof.jax._rule import JaxRule, central_differences
 from gradproof.jax._tree import Pytree, split
 from gradproof.jax._x64 import float64
@@ -215,7 +217,9 @@ def assert_gradients_match(f: Callable[[Any], Any], params: Any, **options: Any)
 
 
 class _Problem:
-    """``f`` as gradproof sees it: a loss of named float64 blocks, and its JAX gradient."""
+    """``f`` as gradproof sees it: a loss of named float64 blocks (the object is the loss),
+    its JAX gradient, and the loss's evaluation on the parameters' device
+    (:mod:`gradproof.jax._resident`)."""
 
     def __init__(
         self,
@@ -227,7 +231,8 @@ class _Problem:
         mode: str = "rev",
     ) -> None:
         self.tree = tree
-        self.ndims = [np.ndim(tree.leaves[i]) for i in tree.checked]
+        self.names, self.leaves = tree.block_names, [tree.leaves[i] for i in tree.checked]
+        self.ndims = [np.ndim(leaf) for leaf in self.leaves]
         self.differentiate = DIFFERENTIATE[mode]
         self.of_blocks = of_blocks
         self.single = of_blocks if evaluation == "eager" else jax.jit(of_blocks)
@@ -243,7 +248,7 @@ class _Problem:
         gradient = self.gradient()
         blocks = self.tree.blocks()
         batched = self.evaluation in BATCHED
-        report = gradproof.check(self.loss, blocks, gradient, batched=batched, **options)
+        report = gradproof.check(self, blocks, gradient, batched=batched, **options)
         if rule is None:
             return report
         numerical = central_differences(self.loss, _float64(blocks), rule.eps, batched=batched)
@@ -263,10 +268,26 @@ class _Problem:
             out[name] = np.asarray(g, dtype=np.complex128 if np.iscomplexobj(g) else np.float64)
         return out
 
+    def __call__(self, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The loss: :meth:`loss`."""
+        return self.loss(blocks)
+
+    def __gradproof_resident__(
+        self, spans: tuple[Span, ...], theta: np.ndarray, batched: bool
+    ) -> Any:
+        """The loss evaluated at points made on the parameters' device, or None where that
+        does not pay (:func:`gradproof.jax._resident.open_jax_resident`)."""
+        return open_jax_resident(self, spans, theta, batched)
+
     def loss(self, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
         """f at one parameter set, or at a batch of them (a leading axis on every block)."""
+        return self.traced(lambda: self._loss(blocks))
+
+    def traced(self, call: Callable[[], Any]) -> Any:
+        """``call()``, which calls the compiled ``f``; tracing it failing is misuse of
+        ``evaluation`` (said so, with the fix)."""
         try:
-            return self._loss(blocks)
+            return call()
         except UNTRACEABLE as error:
             raise invalid(
                 "evaluation",
@@ -287,8 +308,8 @@ class _Problem:
                 return np.asarray(self.single(arrays))
             # Batches go in pieces of a few sizes (PIECES), the last one padded with
             # copies of the last row: a few compilations per check, at most 3 rows wasted.
-            n, pieces, start = len(arrays[0]), [], 0
-            for size in _pieces(n, self.pieces):
+            n, results, start = len(arrays[0]), [], 0
+            for size in pieces(n, self.pieces):
                 stop = start + size
                 if stop <= n:
                     chunk = [a[start:stop] for a in arrays]
@@ -296,9 +317,9 @@ class _Problem:
                     chunk = [
                         np.concatenate([a[start:], np.repeat(a[-1:], stop - n, 0)]) for a in arrays
                     ]
-                pieces.append(self.batch(chunk))
+                results.append(self.batch(chunk))
                 start = stop
-            return np.concatenate([np.asarray(p) for p in pieces])[:n]
+            return np.concatenate([np.asarray(r) for r in results])[:n]
 
 
 def _float64(blocks: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -312,20 +333,6 @@ def _float64(blocks: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 def _point(tree: Pytree) -> list[Any]:
     """The checked blocks as JAX float64 (complex128) arrays, in order."""
     return [jnp.asarray(b) for b in _float64(tree.blocks()).values()]
-
-
-def _pieces(n: int, sizes: tuple[int, ...]) -> list[int]:
-    """Batch sizes from ``sizes`` (largest first) covering ``n`` rows, greedily.
-
-    >>> _pieces(43, (64, 4)), _pieces(150, (1024, 64, 4)), _pieces(1, (64, 4))
-    ([4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4], [64, 64, 4, 4, 4, 4, 4, 4], [4])
-    """
-    pieces = []
-    while n > 0:
-        size = next((s for s in sizes if s <= n), sizes[-1])
-        pieces.append(size)
-        n -= size
-    return pieces
 
 
 def _validate_options(evaluation: Any, options: dict[str, Any]) -> None:
