@@ -33,3 +33,20 @@ LOCAL_CLUSTER = dict(
     # another cluster holds that port: any free port on the loopback instead.
     scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
 )
+
+
+@pytest.fixture
+def layout_builds(monkeypatch):
+    """A count of the points the engine builds on the host (``Layout.build`` calls) from
+    here on: ``{"n": calls}``. Resident evaluation must leave it at 0."""
+    from gradproof._engine.tree import Layout
+
+    builds = {"n": 0}
+    real_build = Layout.build
+
+    def counting_build(self, *args, **kwargs):
+        builds["n"] += 1
+        return real_build(self, *args, **kwargs)
+
+    monkeypatch.setattr(Layout, "build", counting_build)
+    return builds

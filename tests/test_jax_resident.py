@@ -25,7 +25,7 @@ from gradproof._engine.evaluate import Evaluator  # noqa: E402
 from gradproof._engine.precision import LEVELS, TableDirection, _held  # noqa: E402
 from gradproof._engine.probe import Direction  # noqa: E402
 from gradproof._engine.shifts import Signs, Values  # noqa: E402
-from gradproof._engine.tree import Layout, flatten  # noqa: E402
+from gradproof._engine.tree import flatten  # noqa: E402
 from gradproof.jax import _resident  # noqa: E402
 from gradproof.jax._check import _of_blocks, _Problem  # noqa: E402
 from gradproof.jax._resident import JaxResident  # noqa: E402
@@ -160,29 +160,16 @@ def test_a_directions_dot_with_the_gradient_is_summed_on_the_device():
     assert direction.analytic() == pytest.approx(expected, rel=1e-12)
 
 
-def _counting_builds(monkeypatch):
-    builds = {"n": 0}
-    real_build = Layout.build
-
-    def counting_build(self, *args, **kwargs):
-        builds["n"] += 1
-        return real_build(self, *args, **kwargs)
-
-    monkeypatch.setattr(Layout, "build", counting_build)
-    return builds
-
-
-def test_no_point_is_built_on_the_host_per_evaluation(monkeypatch):
+def test_no_point_is_built_on_the_host_per_evaluation(monkeypatch, layout_builds):
     """A probe check of a model above ``CPU_SMALL`` coordinates, at the real policy: the
     layout never builds a host point, and the host's arrays allocated while evaluating
     stay far below one copy of θ."""
     n = 512  # n^2 + 2n = 263,168 coordinates
     assert n * n + 2 * n >= _resident.CPU_SMALL
     f, params = _mlp(n_in=n, hidden=n, scale=1 / np.sqrt(n))
-    builds = _counting_builds(monkeypatch)
     report = gj.check(f, params, mode="probe", progress=False)
     assert report.passed and report.evaluations > 50
-    assert builds["n"] == 0
+    assert layout_builds["n"] == 0
 
     _, layout, theta, resident, _ = _evaluators(f, params, "map")
     assert isinstance(resident.resident, JaxResident)
@@ -199,16 +186,15 @@ def test_no_point_is_built_on_the_host_per_evaluation(monkeypatch):
     assert peak < theta.nbytes / 8, f"{peak} bytes allocated on the host, θ has {theta.nbytes}"
 
 
-def test_a_full_check_above_the_threshold_builds_no_point_on_the_host(monkeypatch):
+def test_a_full_check_above_the_threshold_builds_no_point_on_the_host(monkeypatch, layout_builds):
     """The full check of a 1,345-coordinate model, the threshold lowered to 1,024 (a full
     check of 262,144 coordinates takes too long for a test): every coordinate's points
     made on the device."""
     monkeypatch.setattr(_resident, "CPU_SMALL", 1024)
     f, params = _mlp(n_in=40, hidden=32, scale=0.2)
-    builds = _counting_builds(monkeypatch)
     report = gj.check(f, params, progress=False)
     assert report.passed and report.evaluations > 2 * 1345
-    assert builds["n"] == 0
+    assert layout_builds["n"] == 0
 
 
 def _planted(kind: str):
@@ -283,14 +269,13 @@ def _opened(monkeypatch):
     return opened
 
 
-def test_eager_evaluation_and_a_small_check_take_the_hosts_way(monkeypatch):
+def test_eager_evaluation_and_a_small_check_take_the_hosts_way(monkeypatch, layout_builds):
     """``evaluation='eager'`` declines at every size; a check below ``CPU_SMALL`` on the CPU
     declines at the real policy. Both still check, on host-built points."""
     opened = _opened(monkeypatch)
-    builds = _counting_builds(monkeypatch)
     f, params = _mlp()
     assert gj.check(f, params, progress=False).passed
-    assert not opened and builds["n"] > 0
+    assert not opened and layout_builds["n"] > 0
     monkeypatch.setattr(_resident, "pays", lambda *args: True)
     assert gj.check(f, params, evaluation="eager", progress=False).passed
     assert not opened

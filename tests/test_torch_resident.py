@@ -26,7 +26,7 @@ from gradproof._engine.evaluate import Evaluator  # noqa: E402
 from gradproof._engine.precision import LEVELS, TableDirection  # noqa: E402
 from gradproof._engine.probe import Direction  # noqa: E402
 from gradproof._engine.shifts import Signs, Values  # noqa: E402
-from gradproof._engine.tree import Layout, flatten  # noqa: E402
+from gradproof._engine.tree import flatten  # noqa: E402
 from gradproof.torch._common import to_numpy64  # noqa: E402
 from gradproof.torch._module import _ModuleLoss  # noqa: E402
 from gradproof.torch._resident import TensorResident  # noqa: E402
@@ -158,7 +158,7 @@ def test_a_loss_that_raises_halfway_leaves_the_tensors_at_the_base_point():
         np.testing.assert_array_equal(current, theta)
 
 
-def test_no_point_is_built_on_the_host_per_evaluation(monkeypatch):
+def test_no_point_is_built_on_the_host_per_evaluation(layout_builds):
     """A probe check of a 250,000-parameter model: the layout never builds a host point,
     and the host's arrays allocated while evaluating stay far below one copy of θ."""
     n = 500
@@ -166,19 +166,11 @@ def test_no_point_is_built_on_the_host_per_evaluation(monkeypatch):
     model = torch.nn.Sequential(torch.nn.Linear(n, n), torch.nn.Tanh(), torch.nn.Linear(n, 1))
     model = model.double()
     x, y = torch.randn(4, n, dtype=torch.float64), torch.randn(4, 1, dtype=torch.float64)
-    builds = {"n": 0}
-    real_build = Layout.build
-
-    def counting_build(self, *args, **kwargs):
-        builds["n"] += 1
-        return real_build(self, *args, **kwargs)
-
-    monkeypatch.setattr(Layout, "build", counting_build)
     report = gradproof.torch.check_module(
         model, torch.nn.functional.mse_loss, x, y, mode="probe", progress=False
     )
     assert report.passed and report.evaluations > 50
-    assert builds["n"] == 0
+    assert layout_builds["n"] == 0
 
     with borrowed([model], torch.float64):
         _, layout, theta, resident, _ = _evaluators(model, torch.float64, True, x, y)
@@ -330,9 +322,11 @@ class _Skewed(torch.autograd.Function):
         return d @ w.T, gw
 
 
-def _gradcheck_both_ways(func, inputs, **options):
+def _gradcheck_both_ways(func, inputs, check=None, **options):
     """The drop-in's outcome (True, or its error message) the resident way and the host's
-    way, and the kinds of resident evaluation the engine opened."""
+    way, and the kinds of resident evaluation the engine opened (``check``: the drop-in,
+    ``gradproof.torch.gradcheck`` by default)."""
+    check = check or gradproof.torch.gradcheck
     real = evaluate_module.open_resident
     opened = []
 
@@ -346,7 +340,7 @@ def _gradcheck_both_ways(func, inputs, **options):
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(evaluate_module, "open_resident", opener)
             try:
-                outcomes.append(gradproof.torch.gradcheck(func, inputs, **options))
+                outcomes.append(check(func, inputs, **options))
             except gradproof.torch.GradcheckError as error:  # its timing aside
                 outcomes.append(re.sub(r"in \d+\.\d+ s", "in T s", str(error)))
     return outcomes, opened
@@ -422,22 +416,9 @@ def test_gradgradcheck_evaluated_in_place_gives_the_hosts_verdict(monkeypatch, w
     monkeypatch.setattr(_Cube, "wrong", wrong)
     torch.manual_seed(0)
     x = torch.randn(6, dtype=torch.float64, requires_grad=True)
-    real = evaluate_module.open_resident
-    opened, outcomes = [], []
-
-    def spy(*args):
-        resident = real(*args)
-        opened.append(type(resident).__name__)
-        return resident
-
-    for opener in (spy, lambda *args: None):
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(evaluate_module, "open_resident", opener)
-            try:
-                outcomes.append(gradproof.torch.gradgradcheck(_Cube.apply, (x,)))
-            except gradproof.torch.GradcheckError as error:
-                outcomes.append(re.sub(r"in \d+\.\d+ s", "in T s", str(error)))
-    resident, host = outcomes
+    (resident, host), opened = _gradcheck_both_ways(
+        _Cube.apply, (x,), check=gradproof.torch.gradgradcheck
+    )
     assert "TensorResident" in opened
     assert resident == host
     assert (resident is True) == (not wrong)
