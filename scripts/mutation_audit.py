@@ -285,16 +285,30 @@ MUTANTS: tuple[Mutant, ...] = (
     M(
         "N5",
         "noise.py",
-        "if abs(before - after[0]) > allowed and max(after) - min(after) <= allowed:",
-        "if False:",
+        "if abs(before - after[0]) <= allowed or max(after) - min(after) > allowed:",
+        "if True:",
         "a grad() that changes the loss is not named (a generic nondeterminism error)",
     ),
     M(
         "N6",
         "noise.py",
-        "_raise_if_noisy(max(base.spread, abs(again - base.j0)), base.j0, noise, [base.j0, again])",
-        "_raise_if_noisy(base.spread, base.j0, noise, [base.j0, again])",
+        "spread = max(base.spread, abs(again - base.j0))",
+        "spread = base.spread",
         "the closing determinism check ignores the value it took",
+    ),
+    M(
+        "N7",
+        "noise.py",
+        "if len(steps) >= 2 and (all(d > 0 for d in steps) or all(d < 0 for d in steps)):",
+        "if False:",
+        "a loss that drifts at every call is blamed on a random draw",
+    ),
+    M(
+        "N8",
+        "noise.py",
+        "if spread <= ORDER_ONLY * eps * max(abs(j0), TINY64):",
+        "if spread <= ORDER_ONLY * max(abs(j0), TINY64):",
+        "differences of a few units of roundoff are not told from a draw's",
     ),
     # ------------------------------------------------------------ precision.py
     M(

@@ -185,3 +185,31 @@ def test_gradchecks_own_vmap_does_not_warn_either(monkeypatch):
         warnings.simplefilter("always")
         assert gt.gradcheck(lambda v, g: torch._weight_norm(v, g, 0), (v, g)) is True
     assert ran and [str(w.message) for w in seen] == []
+
+
+def _sin_failing_at(failing_call, calls):
+    """sin, raising on its ``failing_call``-th call outside vmap (0: never); counts them."""
+
+    def func(x):
+        if not torch._C._functorch.is_batchedtensor(x):
+            calls.append(1)
+            if len(calls) == failing_call:
+                raise ValueError("transient fault in func")
+        return torch.sin(x)
+
+    return func
+
+
+def test_funcs_own_error_at_any_plain_call_reaches_the_user():
+    """func raising once (a transient fault) is the user's error wherever it happens: it is
+    raised, not taken for a function vmap cannot run and retried one point at a time. Only
+    a call under vmap may fail quietly (the check then evaluates one point per call)."""
+    x = torch.linspace(-1, 1, 5, dtype=torch.float64).requires_grad_()
+    before = x.detach().clone()
+    plain: list[int] = []
+    assert gt.gradcheck(_sin_failing_at(0, plain), (x,))
+    assert len(plain) >= 3  # the graph's call, and vmap's rows compared with single calls
+    for failing_call in range(1, len(plain) + 1):
+        with pytest.raises(ValueError, match="transient fault in func"):
+            gt.gradcheck(_sin_failing_at(failing_call, []), (x,))
+        assert torch.equal(x.detach(), before) and x.requires_grad and x.grad is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -160,7 +162,64 @@ def test_a_loss_that_changes_is_caught_at_the_base_point_before_any_difference()
 
     with pytest.raises(gradproof.NondeterministicLossError):
         gradproof.check(loss, base, 2 * base)
-    assert 2 <= len(calls) <= 3 and all(calls)  # only base-point calls happened
+    assert 2 <= len(calls) <= 3 + 4 and all(calls)  # only base-point calls (4 to tell why)
+
+
+def test_a_loss_that_drifts_is_named_as_state_the_loss_updates():
+    calls = []
+
+    def loss(p):
+        calls.append(1)
+        return float(np.sum(p**2)) + 1e-6 * len(calls)  # a counter inside the loss
+
+    with pytest.raises(gradproof.NondeterministicLossError) as info:
+        gradproof.check(loss, np.ones(3), 2 * np.ones(3))
+    message = str(info.value)
+    assert "moves the same way at every call" in message and "counter" in message
+    assert "dropout" not in message
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_random_draw_is_not_taken_for_a_drift(seed):
+    """Seven scattered values are monotone with chance 2/7! (1 in 2,520): every seed here
+    must read as a draw."""
+    rng = np.random.default_rng(seed)
+
+    def loss(p):
+        return float(np.sum(p**2) * (1 + 0.01 * rng.random()))
+
+    with pytest.raises(gradproof.NondeterministicLossError) as info:
+        gradproof.check(loss, np.ones(3), 2 * np.ones(3))
+    assert "dropout" in str(info.value) and "moves the same way" not in str(info.value)
+
+
+def test_a_sum_in_a_changing_order_is_named_as_roundoff():
+    """A float32 sum of shuffled terms: the values differ in their last bits only."""
+    rng = np.random.default_rng(0)
+
+    def loss(p):
+        terms = np.concatenate([p**2, np.full(1000, 0.1)]).astype(np.float32)
+        rng.shuffle(terms)
+        return float(np.cumsum(terms)[-1])
+
+    with pytest.raises(gradproof.NondeterministicLossError) as info:
+        gradproof.check(loss, np.ones(3), 2 * np.ones(3))
+    message = str(info.value)
+    assert "units of roundoff only" in message and "use_deterministic_algorithms" in message
+    assert "gradient function changed" not in message  # the grad call did not do it
+
+
+def test_a_noisy_loss_that_agrees_twice_after_grad_is_not_blamed_on_grad():
+    """The value before grad(params) differs, the two after agree by chance: more calls
+    show the loss itself is noisy."""
+    values = itertools.cycle([1.0, 2.0, 2.0, 2.5, 1.5, 3.0, 0.5, 2.2, 1.7])
+
+    def loss(p):
+        return next(values)
+
+    with pytest.raises(gradproof.NondeterministicLossError) as info:
+        gradproof.check(loss, np.ones(3), lambda p: 2 * p)
+    assert "different values for the same parameters" in str(info.value)
 
 
 @pytest.mark.parametrize("bugs", [False, True])

@@ -20,7 +20,9 @@ for a loss that resolves float64 steps).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -43,6 +45,7 @@ from gradproof._engine.tree import Layout, float_eps
 from gradproof._errors import NondeterministicLossError
 
 REPEATS = 3  # evaluations of the loss at the base point before the check
+MORE = 4  # more of them, where the repeats differed, to tell why (a drift, a draw)
 LARGE_NOISE = 1e4  # noise beyond this many units of roundoff of |J| is measured block by block
 MAX_BLOCKS = 256  # ... where there are at most this many blocks (16 evaluations each)
 EPS64 = float(np.finfo(np.float64).eps)  # looked up once: np.finfo costs microseconds a call
@@ -102,10 +105,10 @@ def measure_baseline(
         values += repeats
     values += [evaluator.value() for _ in range(REPEATS - len(values))]
     if before is not None:
-        _raise_if_grad_changed_loss(values, noise)
+        _raise_if_grad_changed_loss(values, noise, evaluator.value)
     spread = float(max(values) - min(values)) if not isinstance(values[0], complex) else 0.0
     j0 = float(np.real(values[0]))
-    _raise_if_noisy(spread, j0, noise, values)
+    _raise_if_noisy(spread, j0, noise, values, evaluator.value)
     measured = measure_precision(evaluator, j0, start, flat=flat, first=first)
     measured = _at_step(evaluator, layout, j0, measured, flat)
     delta = noise_level(j0, spread, measured.noise, measured.level.eps, noise)
@@ -185,7 +188,8 @@ def _per_block(
 def confirm_deterministic(evaluator: Evaluator, base: Baseline, noise: float | None) -> None:
     """Evaluate the base point once more after the check: noise can hide for a few calls."""
     again = float(np.real(evaluator.value()))
-    _raise_if_noisy(max(base.spread, abs(again - base.j0)), base.j0, noise, [base.j0, again])
+    spread = max(base.spread, abs(again - base.j0))
+    _raise_if_noisy(spread, base.j0, noise, [base.j0, again], evaluator.value)
 
 
 def noise_level(
@@ -202,11 +206,17 @@ def noise_level(
     return max(roundoff, 2 * measured, spread, noise or 0.0)
 
 
-def _raise_if_grad_changed_loss(values: list[Any], noise: float | None) -> None:
-    """The value before ``grad(params)`` differs while those after it agree: ``grad`` did it."""
+def _raise_if_grad_changed_loss(
+    values: list[Any], noise: float | None, again: Callable[[], Any]
+) -> None:
+    """The value before ``grad(params)`` differs while those after it agree, and ``MORE``
+    evaluations still agree with them (a noisy loss can agree a few times): ``grad`` did it."""
     before, *after = (float(np.real(v)) for v in values)
     allowed = _allowed(after[0], noise)
-    if abs(before - after[0]) > allowed and max(after) - min(after) <= allowed:
+    if abs(before - after[0]) <= allowed or max(after) - min(after) > allowed:
+        return
+    after += [float(np.real(again())) for _ in range(MORE)]
+    if max(after) - min(after) <= allowed:
         raise NondeterministicLossError(
             f"Calling the gradient function changed the loss: it was {before:.17g} before "
             f"grad(params) ran and {after[0]:.17g} after, at the same parameters, so the "
@@ -235,18 +245,60 @@ def _allowed(j0: float, noise: float | None) -> float:
     return noise if noise is not None else 32 * EPS64 * max(abs(j0), 1e-300)
 
 
-def _raise_if_noisy(spread: float, j0: float, noise: float | None, values: list[Any]) -> None:
+def _raise_if_noisy(
+    spread: float, j0: float, noise: float | None, values: list[Any], again: Callable[[], Any]
+) -> None:
+    """Raise where the repeated values differ beyond roundoff (or ``noise``), naming the
+    likely causes, told apart on ``MORE`` evaluations made then."""
     if spread > _allowed(j0, noise):
+        values = [*values, *(again() for _ in range(MORE))]
+        real = [float(np.real(v)) for v in values]
+        spread = max(spread, max(real) - min(real))
         shown = ", ".join(f"{v:.17g}" for v in values)
         raise NondeterministicLossError(
             f"The loss returned different values for the same parameters ({shown}; spread "
             f"{spread:.3g}{'' if noise is None else f' > noise={noise:g}'}), so no finite "
-            "difference of it can be trusted and no gradient is blamed. Likely causes: dropout "
-            "left on, random sampling or data shuffling inside the loss, BatchNorm in training "
-            "mode, non-deterministic GPU kernels. Fixes: set keep_prob=1 (or call "
-            "model.eval()), fix the random seed inside the loss, or pass noise=<the spread you "
-            "accept> to check a noisy loss."
+            f"difference of it can be trusted and no gradient is blamed. {_likely(values, j0)}"
         )
+
+
+# Repeated values within this many units of roundoff of |J| (in the precision the values
+# are numbers of) differ by the order of a sum, not by a random draw.
+ORDER_ONLY = 1000
+
+
+def _likely(values: list[Any], j0: float) -> str:
+    """The likely causes and fixes, read from how the repeated values differ: by a few
+    units of roundoff (the order of a sum), steadily one way (state the loss updates), or
+    scattered (a random draw)."""
+    real = [float(np.real(v)) for v in values]
+    spread = max(real) - min(real)
+    steps = [b - a for a, b in pairwise(real)]
+    single = all(float(np.float32(v)) == v for v in real)  # float32 values, returned as floats
+    eps = float(np.finfo(np.float32 if single else np.float64).eps)
+    if spread <= ORDER_ONLY * eps * max(abs(j0), TINY64):
+        return (
+            "The values differ by a few units of roundoff only: the order of a sum changes "
+            "between calls. Likely causes: non-deterministic GPU kernels (atomic adds, "
+            "index_add, scatter), a multithreaded reduction, summing over a set or dict whose "
+            "order changes. Fixes: torch.use_deterministic_algorithms(True) (with "
+            "CUBLAS_WORKSPACE_CONFIG=:4096:8), a fixed summation order, or pass noise=<the "
+            "spread you accept>."
+        )
+    if len(steps) >= 2 and (all(d > 0 for d in steps) or all(d < 0 for d in steps)):
+        return (
+            "The value moves the same way at every call: the loss changes state as it runs. "
+            "Likely causes: a counter, a cache or a running average the loss updates, an "
+            "in-place update of a parameter or an input (x += ..., W -= lr * dW), BatchNorm "
+            "running statistics read back, a schedule that advances per call. Fixes: compute "
+            "the loss without side effects (copy what it updates), or call model.eval()."
+        )
+    return (
+        "Likely causes: dropout left on, random sampling or data shuffling inside the loss, "
+        "BatchNorm in training mode, non-deterministic GPU kernels. Fixes: set keep_prob=1 "
+        "(or call model.eval()), fix the random seed inside the loss, or pass noise=<the "
+        "spread you accept> to check a noisy loss."
+    )
 
 
 def _output_level(evaluator: Evaluator) -> Level:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 import numbers
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -100,3 +103,55 @@ def validate_mode(mode: Any, samples: Any, seed: Any, scheme: Any) -> None:
             "is not available with mode='probe' (probes shift many coordinates at once)",
             "use scheme='richardson' (or 'auto') with mode='probe', or mode='full'",
         )
+
+
+def validate_passed_on(
+    where: Callable[..., Any],
+    options: dict[str, Any],
+    to: Callable[..., Any],
+    own: set[str],
+    also: tuple[str, ...] = (),
+) -> None:
+    """Each of ``options`` (a drop-in's ``**options``) is one of the keywords of ``to``
+    (:func:`gradproof.check`) that ``where`` passes on to it, so a misspelt one is named
+    before ``func`` runs, not as a ``TypeError`` from deep inside the check. ``own``: the
+    keywords ``where`` sets itself (not the user's to pass); ``also``: ``where``'s own
+    arguments that come through ``**options`` (listed with its arguments in the message).
+
+    >>> def drop_in(f, *, atol=None, **options): ...
+    >>> from gradproof import check
+    >>> validate_passed_on(drop_in, {"tolerance": 1e-5}, to=check, own=set())
+    Traceback (most recent call last):
+    ...
+    gradproof.InvalidArgument: `tolerance`=1e-05: is neither ... Fix: did you mean `tol`? ...
+    """
+    passed_on = [n for n in _keywords(to, only=True) if n not in own]
+    for name, value in options.items():
+        if name in passed_on:
+            continue
+        arguments = [*_keywords(where), *also]
+        close = difflib.get_close_matches(name, [*arguments, *passed_on], n=1, cutoff=0.5)
+        hint = f"did you mean `{close[0]}`? " if close else ""
+        public = _public_name(where)
+        raise invalid(
+            name,
+            value,
+            f"is neither an argument of {public} nor an option of gradproof.check it passes on",
+            f"{hint}{public}'s arguments are {', '.join(arguments)}; the options it "
+            f"passes on are {', '.join(passed_on)}",
+        )
+
+
+def _public_name(function: Callable[..., Any]) -> str:
+    """``gradproof.torch.gradcheck`` for the function defined in ``gradproof.torch._gradcheck``."""
+    module = ".".join(part for part in function.__module__.split(".") if not part.startswith("_"))
+    return f"{module}.{function.__name__}"
+
+
+def _keywords(function: Callable[..., Any], only: bool = False) -> list[str]:
+    """The names ``function`` takes by keyword (``**options`` left out; ``only``: its
+    keyword-only ones, those after ``*``)."""
+    kinds: set[inspect._ParameterKind] = {inspect.Parameter.KEYWORD_ONLY}
+    if not only:
+        kinds.add(inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in inspect.signature(function).parameters.values() if p.kind in kinds]

@@ -8,6 +8,7 @@ from typing import Any
 import distributed
 
 from gradproof._engine.check import check as _local_check
+from gradproof._engine.validate import validate_passed_on
 from gradproof._errors import invalid
 from gradproof._report import Report
 
@@ -117,6 +118,7 @@ def _validate(scheduler: Any, client: Any, options: dict[str, Any]) -> None:
                 "is decided by the Dask cluster in gradproof.dask.check",
                 f"leave out {name}=, or call gradproof.check(..., {name}=...) instead",
             )
+    validate_passed_on(check, options, to=_local_check, own=set(NOT_HERE))
     if scheduler is not None and client is not None:
         raise invalid(
             "scheduler",

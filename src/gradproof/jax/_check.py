@@ -12,7 +12,7 @@ import numpy as np
 
 import gradproof
 from gradproof._engine.resident import Span
-from gradproof._engine.validate import validate_callable
+from gradproof._engine.validate import validate_callable, validate_passed_on
 from gradproof._errors import GradcheckError, invalid
 from gradproof._report import Report
 from gradproof.jax._orders import (
@@ -347,6 +347,7 @@ def _validate_options(evaluation: Any, options: dict[str, Any]) -> None:
     for name, fix in RESERVED.items():
         if name in options:
             raise invalid(name, options[name], "is not an option of gradproof.jax.check", fix)
+    validate_passed_on(check, options, to=gradproof.check, own={"eps", *RESERVED})
 
 
 def _with_notes(report: Report, tree: Pytree) -> Report:

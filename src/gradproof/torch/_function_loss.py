@@ -265,15 +265,16 @@ class FunctionLoss:
         """
         if self.use_vmap:
             rows = [params, {n: _nudged(params[n]) for n in self.names}]
-            try:
-                with self.lock:
+            with self.lock:
+                try:
                     batch = self._vmapped({n: np.stack([r[n] for r in rows]) for n in self.names})
-                    single = [self._evaluate(r) for r in rows]
-                self.use_vmap = all(
-                    _same(batch[j][r], single[r][j]) for r in range(2) for j in range(len(batch))
-                )
-            except Exception:  # vmap cannot run func: one call per point
-                self.use_vmap = False
+                except Exception:  # vmap cannot run func: one call per point
+                    self.use_vmap = False
+                    return False
+                single = [self._evaluate(r) for r in rows]  # func's own error is the user's
+            self.use_vmap = all(
+                _same(batch[j][r], single[r][j]) for r in range(2) for j in range(len(batch))
+            )
         return self.use_vmap
 
     def _vmapped(self, point: dict[str, np.ndarray]) -> list[torch.Tensor]:

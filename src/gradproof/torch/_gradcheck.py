@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from gradproof._engine.validate import validate_callable, validate_seed
+from gradproof._engine.check import check
+from gradproof._engine.validate import validate_callable, validate_passed_on, validate_seed
 from gradproof._errors import invalid
 from gradproof.torch._common import Precision, validate_precision
 from gradproof.torch._function_loss import function_name
@@ -210,6 +211,7 @@ def gradcheck(
         dtype=dtype,
         projections=projections,
         options=options,
+        where=gradcheck,
     )
     values = as_values(inputs)
     checked = checked_inputs(func, values, masked=masked, skip_empty=True)
@@ -230,8 +232,14 @@ def make_config(
     dtype: Any,
     projections: Any,
     options: dict[str, Any],
+    where: Callable[..., Any],
+    also: tuple[str, ...] = (),
 ) -> Config:
-    """Every argument check of `gradcheck` (and `gradgradcheck`), in order; the checks' set-up."""
+    """Every argument check of `gradcheck` (and `gradgradcheck`), in order; the checks' set-up.
+
+    ``where``: the drop-in called, named in a misuse error; ``also``: its own arguments
+    that come through ``options``."""
+    validate_passed_on(where, options, to=check, own={"eps", "batched"}, also=also)
     validate_seed(options.get("seed", 0))
     for name, flag in flags.items():
         validate_flag(name, flag)

@@ -24,6 +24,9 @@ from gradproof.torch._inputs import as_values, checked_inputs, input_names
 from gradproof.torch._options import TorchOptions, validate_flag
 from gradproof.torch._verdict import Subject, verdict
 
+# gradcheck's own arguments that gradgradcheck takes through ``**options``.
+OWN = ("full_jacobian", "projections", "dtype", "batched")
+
 
 def gradgradcheck(
     func: Callable[..., Any],
@@ -105,8 +108,7 @@ def gradgradcheck(
         check_backward_ad=check_rev_over_rev,
         masked=masked,
     )
-    own = {k: options.pop(k) for k in ("full_jacobian", "projections", "dtype", "batched")
-           if k in options}  # fmt: skip
+    own = {k: options.pop(k) for k in OWN if k in options}
     config = make_config(
         func,
         torch_options,
@@ -122,6 +124,8 @@ def gradgradcheck(
         dtype=own.get("dtype", "float64"),
         projections=own.get("projections", 1),
         options=options,
+        where=gradgradcheck,
+        also=OWN,
     )
     values = as_values(inputs)
     first = checked_inputs(func, values, masked=masked)

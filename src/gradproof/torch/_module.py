@@ -13,7 +13,7 @@ from torch.func import functional_call, vmap
 
 import gradproof
 from gradproof._engine.resident import Span
-from gradproof._engine.validate import validate_callable, validate_seed
+from gradproof._engine.validate import validate_callable, validate_passed_on, validate_seed
 from gradproof._errors import invalid
 from gradproof._report import Report
 from gradproof.torch._batch import Wrt, batch_leaves, replaced, validate_wrt
@@ -126,6 +126,7 @@ def check_module(
     checked = [*(own[n] for n in names), *inputs.values()]
     argument = "the model's parameters" if wrt == "parameters" else "the checked tensors"
     target = compute_dtype(dtype, checked, argument)
+    validate_passed_on(check_module, options, to=gradproof.check, own={"batched"})
     validate_seed(options.get("seed", 0))
     _warn_if_training(model)
     params = {name: to_numpy64(t) for name, t in [*((n, own[n]) for n in names), *inputs.items()]}
