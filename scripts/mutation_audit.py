@@ -310,6 +310,49 @@ MUTANTS: tuple[Mutant, ...] = (
         "if spread <= ORDER_ONLY * max(abs(j0), TINY64):",
         "differences of a few units of roundoff are not told from a draw's",
     ),
+    # ---------------------------------------------------------------- settle.py
+    M(
+        "Z1",
+        "settle.py",
+        "rows = rows[still & quiet]",
+        "rows = rows[still & quiet & False]",
+        "one smaller step only: exp(1e7 w) at w ~ 1e-8 is judged on an unsettled estimate",
+    ),
+    M(
+        "Z2",
+        "settle.py",
+        "return np.flatnonzero(unsettled | moved), level, before",
+        "return np.flatnonzero(unsettled), level, before",
+        "a wrong verdict is not confirmed at a smaller step: sin(x) at x ~ 1e8 fails",
+    ),
+    M(
+        "Z3",
+        "settle.py",
+        "unsettled = _unsettled(g, first, judged) & (_flagged(judged) | (weak & ~near_minimum))",
+        "unsettled = _unsettled(g, first, judged) & _flagged(judged)",
+        "a pass on a huge error bound stands: a sign-flipped gradient of sin(1e6 x) passes",
+    ),
+    M(
+        "Z4",
+        "settle.py",
+        "unsettled = _unsettled(g, first, judged) & (_flagged(judged) | (weak & ~near_minimum))",
+        "unsettled = _unsettled(g, first, judged) & (_flagged(judged) | weak)",
+        "a pass at an exact minimum is re-judged at small steps on the base point's noise",
+    ),
+    M(
+        "Z5",
+        "settle.py",
+        "_give_up(out, rows[still & ~quiet & shaky[rows]])",
+        "pass",
+        "an element whose estimates never settle keeps an unsettled wrong or kink verdict",
+    ),
+    M(
+        "Z6",
+        "settle.py",
+        "truncation = 4 / 3 * np.abs(judged.numerical[rows] - d_half)",
+        "truncation = 0 * np.abs(judged.numerical[rows] - d_half)",
+        "a user's eps= gets no allowance for its truncation: tanh at eps=1e-2 fails",
+    ),
     # ------------------------------------------------------------ precision.py
     M(
         "P1",

@@ -182,3 +182,26 @@ def _leaves(node):
             yield from _leaves(value)
     else:
         yield node
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"scheme": "richardson"}, {"mode": "probe"}, {"batched": False}]
+)
+def test_a_loss_returning_a_complex_number_is_named_before_any_step(options):
+    """An FFT-based loss that forgets np.real returns a complex scalar for real parameters:
+    the first value, at the base point, says so with the fix (not a float() TypeError
+    from inside the noise measurement)."""
+    x = np.array([1.0, 2.0, 0.5, -1.0])
+    seen = []
+
+    def fft_loss(w):
+        seen.append(w.copy())
+        return np.sum(np.fft.fft(w) * np.conj(np.fft.fft(x)))
+
+    with pytest.raises(gradproof.InvalidArgument) as caught:
+        gradproof.check(fft_loss, x.copy(), lambda w: 4 * x, **options)
+    text = str(caught.value)
+    assert text.startswith("`loss`=(")
+    assert "returned a complex number (complex128) at the base point" in text
+    assert "np.real(z)" in text
+    assert len(seen) == 1 and np.array_equal(seen[0], x)  # only the base point was tried

@@ -34,7 +34,7 @@ def test_full_default_costs_two_evaluations_per_coordinate_on_a_smooth_loss():
     n = 40 + 30 + 1
     assert report.passed and report.mode == "full"
     assert report.evaluations == 2 * n + SETUP
-    assert report.extra["central_first"] == {"coordinates": n, "refined": 0}
+    assert report.extra["central_first"] == {"coordinates": n, "refined": 0, "smaller_steps": 0}
     assert report.coverage == f"every coordinate: {n} of {n}"
     assert report.miss_probability is None
 

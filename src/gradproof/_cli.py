@@ -1,7 +1,7 @@
 """The `gradproof` command line: ``gradproof check`` for CI, ``gradproof demo`` to see it work.
 
 Exit codes (``gradproof check``): 0 the gradient passed, 1 it failed, 2 the
-check was inconclusive or the command was misused.
+check was inconclusive or the command was misused; 141 (any command): stdout's reader left.
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from gradproof._errors import GradproofError, InvalidArgument, invalid
 
 EXIT = {"pass": 0, "fail": 1, "inconclusive": 2}
 USAGE = 2
+BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a command killed by it
 
 DEMO_HELP = """\
 Check the Gradient Checking notebook's fraud-detection example, a network
@@ -76,7 +75,19 @@ class UsageError(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
+    """Run the command line; returns the exit code (141 where stdout's reader went away)."""
+    try:
+        try:
+            return _main(argv)
+        finally:  # in the try: a report (or --help) still buffered meets a closed pipe here
+            sys.stdout.flush()
+    except BrokenPipeError:  # `gradproof demo | head`: quiet, 128 + SIGPIPE as a shell says
+        with contextlib.suppress(AttributeError, OSError, ValueError):  # no error at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -128,11 +139,7 @@ def _add_check_arguments(check: argparse.ArgumentParser) -> None:
     add("target", metavar="TARGET", help="path/to/file.py or path/to/file.py:name")
     add("--mode", choices=MODES, help="every coordinate (full), a sample, or directions (probe)")
     add("--eps", type=float, help="one fixed central-difference step, e.g. 1e-7")
-    add(
-        "--tol",
-        type=float,
-        help="a bound on the relative difference ||grad - numerical|| / (||grad|| + ||numerical||)",
-    )
+    add("--tol", type=float, help="a bound on the relative difference ||g - n|| / (||g|| + ||n||)")
     add("--scheme", choices=SCHEME_NAMES, help="the finite-difference scheme (default: auto)")
     add("--budget", help="stop after this much: seconds ('30s') or loss evaluations ('5000')")
     add("--samples", type=int, help="coordinates (sample) or directions (probe) per block")
@@ -140,23 +147,20 @@ def _add_check_arguments(check: argparse.ArgumentParser) -> None:
     add("--workers", type=int, help="evaluate the loss in this many processes")
     add("--json", metavar="PATH", help="write the report as JSON ('-': stdout)")
     add("--html", metavar="PATH", help="write a self-contained HTML report")
-    add(
-        "--plot",
-        metavar="PATH",
-        help="save the per-block chart (.png or .svg) and the scatter beside it (needs matplotlib)",
-    )
+    add("--plot", metavar="PATH", help="the block chart (.png/.svg) and a scatter (matplotlib)")
     add("--scheduler", metavar="ADDRESS", help="evaluate on a Dask cluster: tcp://127.0.0.1:8786")
 
 
 def _demo(args: argparse.Namespace) -> int:
     from gradproof._demo import run_demo
+    from gradproof._render.text import terminal_console
 
-    run_demo(_console())
+    run_demo(terminal_console())
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
-    from gradproof._render.text import print_report
+    from gradproof._render.text import print_report, terminal_console
 
     _validate_output_paths(args)  # before the check: a long check must not end in "no such folder"
     with _user_output_to_stderr():
@@ -166,7 +170,7 @@ def _check(args: argparse.Namespace) -> int:
     if args.json == "-":
         print(report.to_json())
     else:
-        print_report(report, _console())
+        print_report(report, terminal_console())
     try:
         _write_outputs(report, args)
     except OSError as error:
@@ -387,12 +391,6 @@ def _validate_output_paths(args: argparse.Namespace) -> None:
                 fix = f"give {flag} a file of its own, e.g. {flag} {OUTPUTS[flag]}"
                 raise invalid(flag, where, f"{rule}is {owner}", fix)
         taken.append((f"where {flag} writes: one output would overwrite the other", path))
-
-
-def _console() -> Console:
-    """Colour and the terminal's width on a TTY; plain text, 100 columns wide, when piped."""
-    console = Console()
-    return console if console.is_terminal else Console(width=100)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -62,8 +62,10 @@ def judge_block(
             "inconclusive",
             (
                 f"{unclear} element(s) sit near a kink that the loss's precision cannot resolve: "
-                "both one-sided differences are too uncertain to clear or blame them. Try float64 "
-                "evaluation, or parameters away from the kink"
+                "both one-sided differences are too uncertain to clear or blame them (or, at "
+                "smaller steps, their estimates never settled before the noise grew too large). "
+                "Try float64 evaluation, parameters away from the kink, or eps= a step on the "
+                "loss's own scale"
             ),
         )
     full = positions.size == block.size
@@ -78,6 +80,7 @@ def judge_block(
             wrong,
             tolerance=t.reshape(shape),
             is_complex=block.is_complex and full,
+            size=block.size,
         )
     worst_k = int(err.argmax()) if err.size else 0
     return BlockResult(

@@ -27,6 +27,7 @@ from gradproof._engine.judge import Judged, judge_elements, relative_difference,
 from gradproof._engine.noise import raise_unrepeatable
 from gradproof._engine.precision import POINTS, noise_from_table
 from gradproof._engine.schemes import SCHEMES
+from gradproof._engine.settle import SMALLER_STEPS_NOTE, allow_truncation, settle
 from gradproof._engine.tree import Layout
 from gradproof._report import BlockResult
 
@@ -61,7 +62,7 @@ def judge_coordinates(ctx: Context, indices: np.ndarray) -> Judged:
         values = ctx.evaluate(indices, offsets)
         judged = _judge(ctx, indices, values, offsets, ctx.scheme.name)
         _confirm_kinks(ctx, indices, offsets, values, judged.kink)
-        return judged
+        return allow_truncation(ctx, indices, values, offsets, judged)
     pair = ctx.evaluate(indices, offsets[:, :2])
     judged = _judge(ctx, indices, pair, offsets[:, :2], "central")
     undecided = (judged.wrong | judged.kink).nonzero()[0]
@@ -74,11 +75,13 @@ def judge_coordinates(ctx: Context, indices: np.ndarray) -> Judged:
         ctx, indices[undecided], g[undecided], values, offsets[undecided], second
     )
     _confirm_kinks(ctx, indices[undecided], offsets[undecided], values, second.kink)
+    near_minimum = _stationary(ctx, g[undecided], values, offsets[undecided], second)
+    second = settle(ctx, indices[undecided], values, offsets[undecided], second, near_minimum)
     merged = _arrays(judged)
     for name, part in _arrays(second).items():
         merged[name] = merged[name].copy()
         merged[name][undecided] = part
-    return Judged(**merged, refined=int(undecided.size))
+    return Judged(**merged, refined=int(undecided.size), settled=second.settled)
 
 
 def _judge(
@@ -131,9 +134,7 @@ def _near_stationary(
     derivatives are tiny next to the loss's change over the step, the noise is
     measured at θ + h along that coordinate (``POINTS`` evaluations each).
     """
-    with np.errstate(over="ignore", invalid="ignore"):
-        secant = np.abs(values[:, 0] - ctx.j0) / np.abs(offsets[:, 0])
-        small = np.maximum(np.abs(g), np.abs(judged.numerical)) <= STATIONARY * secant
+    small = _stationary(ctx, g, values, offsets, judged)
     unclear = np.zeros_like(small) if judged.unclear is None else judged.unclear
     rows = np.flatnonzero((judged.wrong | unclear) & ~judged.kink & small)
     if rows.size == 0:
@@ -141,6 +142,16 @@ def _near_stationary(
     delta = ctx.noise_at(values, indices)
     delta[rows] = np.maximum(delta[rows], noise_along(ctx, indices[rows], offsets[rows, 0]))
     return _judge(ctx, indices, values, offsets, ctx.scheme.name, delta)
+
+
+def _stationary(
+    ctx: Context, g: np.ndarray, values: np.ndarray, offsets: np.ndarray, judged: Judged
+) -> np.ndarray:
+    """Coordinates whose derivatives (the gradient's and the estimate) are tiny next to
+    the loss's change over the step: near a stationary point."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        secant = np.abs(values[:, 0] - ctx.j0) / np.abs(offsets[:, 0])
+        return np.asarray(np.maximum(np.abs(g), np.abs(judged.numerical)) <= STATIONARY * secant)
 
 
 def noise_along(ctx: Context, indices: np.ndarray, start: np.ndarray) -> np.ndarray:
@@ -218,12 +229,14 @@ def run_coordinates(ctx: Context, wanted: np.ndarray, progress: Any) -> tuple[np
         )
     indices = np.concatenate(done)
     if len(parts) == 1 and bool((indices[1:] > indices[:-1]).all()):
-        return indices, Judged(**_arrays(parts[0]), refined=parts[0].refined)  # sorted already
+        one = parts[0]
+        return indices, Judged(**_arrays(one), refined=one.refined, settled=one.settled)
     order = np.argsort(indices, kind="stable")
     arrays = [_arrays(p) for p in parts]
     judged = Judged(
         **{f: np.concatenate([a[f] for a in arrays])[order] for f in JUDGED_FIELDS},
         refined=sum(p.refined for p in parts),
+        settled=sum(p.settled for p in parts),
     )
     return indices[order], judged
 
@@ -271,7 +284,11 @@ def coordinate_mode(ctx: Context, mode: str, per_block: int | None, progress: An
     blocks = _name_jumpy_blocks(ctx, blocks)
     extra: dict[str, Any] = {}
     if ctx.adaptive:
-        extra["central_first"] = {"coordinates": int(indices.size), "refined": judged.refined}
+        extra["central_first"] = {
+            "coordinates": int(indices.size),
+            "refined": judged.refined,
+            "smaller_steps": judged.settled,
+        }
     within = (np.abs(g) <= judged.numeric) & (np.abs(judged.numerical) <= judged.numeric)
     if indices.size and bool(within.all()):
         extra["near_zero"] = (
@@ -374,6 +391,8 @@ def _notes(judged: Judged, blocks: list[BlockResult]) -> tuple[str, ...]:
             "differences disagree, and the gradient matches one side, so they are not counted "
             "as bugs; the numerical value shown for them is that side's."
         )
+    if judged.settled:
+        notes.append(SMALLER_STEPS_NOTE.format(judged.settled))
     if any(b.status == "fail" for b in blocks):
         notes.append(SUSPECTS_NOTE)
     return tuple(notes)

@@ -68,6 +68,7 @@ class _Case:
     unit: float  # what g and n were divided by
     tolerance: np.ndarray | None = None  # each element's tolerance, divided by unit
     is_complex: bool = False  # a complex block, as (real, imaginary) pairs on its last axis
+    size: int = 0  # the whole block's size, where more than g.size of it; 0: all checked
     error: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -108,6 +109,8 @@ def diagnose(
     wrong: list[Index],
     tolerance: np.ndarray | None = None,
     is_complex: bool = False,
+    *,
+    size: int | None = None,
 ) -> Diagnosis:
     """The most specific pattern that explains ``g - n`` in block ``name``.
 
@@ -115,6 +118,8 @@ def diagnose(
     the parameter values (all of one shape), ``wrong`` the indices of the
     elements beyond their tolerance, ``tolerance`` (optional) those tolerances;
     ``is_complex``: the block holds a complex parameter as (real, imaginary) pairs.
+    ``size``: the whole block's size, where only ``g.size`` of its elements were
+    checked (a sample, or a budget spent early): no sentence then says the rest match.
     """
     g, n = np.asarray(g, dtype=float), np.asarray(n, dtype=float)
     if not (np.all(np.isfinite(g)) and np.all(np.isfinite(n))):
@@ -124,7 +129,8 @@ def diagnose(
     if unit > 0.0:
         allowed = None if tolerance is None else np.asarray(tolerance, dtype=float).ravel() / unit
         case = _Case(name, g.ravel() / unit, n.ravel() / unit, theta, wrong, g.shape, unit, allowed)
-        case = replace(case, is_complex=is_complex)
+        unchecked = size if size is not None and size > g.size else 0
+        case = replace(case, is_complex=is_complex, size=unchecked)
         for test in (_zero, _conjugated, _elements, _scale, _transposed, _regularization):
             found = test(case)
             if found is not None:
@@ -214,6 +220,14 @@ def _elements(case: _Case) -> Diagnosis | None:
         return None
     if len(case.wrong) >= 2 and _fitted_scale(case) is not None:
         return None
+    if by_count and case.size:
+        return Diagnosis(
+            "elements",
+            f"{case.name}: {len(case.wrong)} of the {case.g.size} checked elements wrong "
+            f"({listed(case.wrong)}), the other {case.g.size - len(case.wrong)} checked match"
+            f"{_unchecked(case)} — look for an indexing or slicing bug, or a special case at "
+            "these positions, then check every element (mode='full', with the budget it needs)",
+        )
     if by_count:
         return Diagnosis(
             "elements",
@@ -223,8 +237,19 @@ def _elements(case: _Case) -> Diagnosis | None:
     return Diagnosis(
         "elements",
         f"{case.name}: {len(case.wrong)} elements are beyond the error model, but {carriers} of "
-        f"them carry {ENERGY:.0%} of the error (the block's worst elements) — look for an "
-        "indexing or slicing bug, or a special case at those positions, then check again",
+        f"them carry {ENERGY:.0%} of the error (the block's worst elements){_unchecked(case)} — "
+        "look for an indexing or slicing bug, or a special case at those positions, then check "
+        "again",
+    )
+
+
+def _unchecked(case: _Case) -> str:
+    """``"; 4968 of the block's 5000 elements were not checked, ..."``, or "" for a full check."""
+    if not case.size:
+        return ""
+    return (
+        f"; {case.size - case.g.size} of the block's {case.size} elements were not checked, "
+        "so these may be examples of more"
     )
 
 

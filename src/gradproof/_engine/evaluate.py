@@ -326,6 +326,7 @@ class Evaluator:
                 "reduce the output to one number, e.g. with .sum() or .mean()",
             )
         if self.output_dtype is None:
+            _refuse_complex(array)
             self.output_dtype = array.dtype if array.dtype.kind in "fc" else np.dtype(np.float64)
         scalar = array.reshape(()).item()
         if not _finite(scalar):
@@ -338,6 +339,20 @@ class Evaluator:
                 + (" or choose a smaller step `eps`" if eps_sets_steps else ""),
             )
         return scalar
+
+
+def _refuse_complex(array: np.ndarray) -> None:
+    """The loss's first value (at the base point, a real point) must be real."""
+    if array.dtype.kind == "c":
+        raise invalid(
+            "loss",
+            complex(array.reshape(-1)[0]),
+            f"returned a complex number ({array.dtype}) at the base point, but gradproof checks "
+            "the derivative of a real-valued loss (complex parameters are checked as pairs of "
+            "real coordinates)",
+            "return the real quantity you mean: np.real(z) (or z.real), or abs(z) ** 2 for a "
+            "power; an FFT-based loss often forgets the np.real of its inverse transform",
+        )
 
 
 def _place_in(indices: np.ndarray, offsets: np.ndarray, flat: int) -> tuple[int, Any]:

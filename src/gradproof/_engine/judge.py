@@ -47,6 +47,8 @@ class Judged:
     # Coordinates among these that central differences could not clear, so that
     # they were judged on Richardson's extra points (the default scheme only).
     refined: int = 0
+    # Coordinates among these judged at smaller steps than the default (settle.py).
+    settled: int = 0
 
     @property
     def numeric(self) -> np.ndarray:
@@ -65,6 +67,7 @@ class Judged:
             slope=None if self.slope is None else self.slope[sl],
             unclear=None if self.unclear is None else self.unclear[sl],
             refined=self.refined,
+            settled=self.settled,
         )
 
     def with_slope(self, slope: np.ndarray) -> Judged:
@@ -78,6 +81,7 @@ class Judged:
             slope=slope,
             unclear=self.unclear,
             refined=self.refined,
+            settled=self.settled,
         )
 
 

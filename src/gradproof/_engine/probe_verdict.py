@@ -193,7 +193,21 @@ def _fail_reason(entry: BlockProbes, wrong: tuple[Index, ...]) -> str:
 def _diagnosis(
     name: str, wrong: tuple[Index, ...], entry: BlockProbes, limited: bool = True
 ) -> Diagnosis:
-    """What a failing probed block looks like; the advice names the budget only if one was set."""
+    """What a failing probed block looks like; the advice names the budget only if one was set.
+
+    The rest of the block "matches its probes" only where bisection localised every failing
+    probe; where it stopped early, the sentence says the block is wrong beyond the elements named.
+    """
+    if wrong and entry.unresolved:
+        spans = ", ".join(str(p.size) for p in entry.unresolved[:3])
+        spans += ", ..." if len(entry.unresolved) > 3 else ""
+        rerun = "rerun with a larger budget or mode='full'" if limited else "rerun with mode='full'"
+        return Diagnosis(
+            "elements",
+            f"{name}: {len(wrong)} element(s) wrong ({listed(wrong)}), and more beyond them: "
+            f"bisection stopped at {len(entry.unresolved)} failing part(s) ({spans} coordinates), "
+            f"not localised further — {rerun} to see every wrong element",
+        )
     if wrong:
         return Diagnosis(
             "elements",
@@ -257,6 +271,8 @@ def _sampled_block(ctx: Context, entry: BlockProbes, signal: float) -> BlockResu
         result = replace(
             result, status="fail", diagnosis=_diagnosis(block.name, (), entry, ctx.budget.limited)
         )
+    elif result.diagnosis is not None and result.diagnosis.kind == "elements":
+        result = replace(result, diagnosis=_sampled_elements(block, entry, result))
     return replace(
         result,
         checked=block.size,
@@ -264,6 +280,20 @@ def _sampled_block(ctx: Context, entry: BlockProbes, signal: float) -> BlockResu
             f"wrong throughout ({entry.wide}); not bisected: {result.checked} sampled "
             f"coordinates judged, {len(result.wrong_elements)} of them wrong"
         ),
+    )
+
+
+def _sampled_elements(block: Block, entry: BlockProbes, sampled: BlockResult) -> Diagnosis:
+    """A block wrong throughout whose sample shows a few wrong elements: examples, not all."""
+    wrong, checked = sampled.wrong_elements, sampled.checked
+    example = "an example" if len(wrong) == 1 else "examples"
+    return Diagnosis(
+        "elements",
+        f"{block.name}: wrong throughout ({entry.wide}), so not bisected; {len(wrong)} of "
+        f"{checked} sampled elements wrong ({listed(wrong)}), {example} only: the block is wrong "
+        f"elsewhere too, and its other {block.size - checked} elements were not checked one by one "
+        "— look for a bug that touches a whole row, column or slice; mode='full' shows every "
+        "wrong element",
     )
 
 

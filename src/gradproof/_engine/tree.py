@@ -37,6 +37,9 @@ class Block:
     # trailing axis of 2 ([..., 0] real, [..., 1] imaginary) and is built back
     # into complex numbers for the loss.
     is_complex: bool = False
+    # A leaf that was a torch tensor: the loss gets its values as a numpy array that
+    # refuses torch's functions with a message naming the conversion (TensorValues).
+    from_tensor: bool = False
 
     @property
     def size(self) -> int:
@@ -83,7 +86,7 @@ class Layout:
         readonly = flat.view()  # every slice of it is read-only too: one flag per call
         readonly.flags.writeable = False
         leaves: list[Any] = []
-        for start, stop, shape, is_number, is_complex in self._spans:
+        for start, stop, shape, is_number, is_complex, from_tensor in self._spans:
             if batch is None:
                 piece = readonly[start:stop]
                 if is_complex:
@@ -92,20 +95,22 @@ class Layout:
                     value = piece[0]
                     leaves.append(complex(value) if np.iscomplexobj(piece) else float(value))
                     continue
-                leaves.append(piece.reshape(shape))
+                leaf = piece.reshape(shape)
             else:
                 rows = readonly[:, start:stop]
                 if is_complex:
                     rows, shape = _as_complex(rows), shape[:-1]
-                leaves.append(rows.reshape((batch, *shape)))
+                leaf = rows.reshape((batch, *shape))
+            leaves.append(leaf.view(TensorValues) if from_tensor else leaf)
         if self._flat_dict is not None:  # the common case, {"W1": ..., "b1": ...}: no recursion
             return dict(zip(self._flat_dict, leaves, strict=True))
         return _unflatten(self.treedef, iter(leaves))
 
     @cached_property
-    def _spans(self) -> tuple[tuple[int, int, tuple[int, ...], bool, bool], ...]:
+    def _spans(self) -> tuple[tuple[int, int, tuple[int, ...], bool, bool, bool], ...]:
         return tuple(
-            (b.start, b.stop, b.shape, b.is_python_number, b.is_complex) for b in self.blocks
+            (b.start, b.stop, b.shape, b.is_python_number, b.is_complex, b.from_tensor)
+            for b in self.blocks
         )
 
     @cached_property
@@ -175,6 +180,7 @@ def flatten(params: Any, argument: str = "params") -> tuple[Layout, np.ndarray]:
     names = unique_names([path for path, _ in leaves])
     for (path, leaf), name in zip(leaves, names, strict=True):
         array, is_number = _leaf_array(leaf, path, argument)
+        from_tensor = _is_tensor(leaf)
         if array.size == 0:
             raise invalid(
                 argument,
@@ -186,11 +192,15 @@ def flatten(params: Any, argument: str = "params") -> tuple[Layout, np.ndarray]:
         if array.dtype.kind == "c":  # real and imaginary parts, interleaved
             pairs = np.ascontiguousarray(array, dtype=np.complex128).view(np.float64)
             shape = (*array.shape, 2)
-            blocks.append(Block(name, path, shape, array.dtype, start, is_number, True))
+            blocks.append(
+                Block(name, path, shape, array.dtype, start, is_number, True, from_tensor)
+            )
             values.append(pairs.ravel())
             start += 2 * array.size
             continue
-        blocks.append(Block(name, path, array.shape, array.dtype, start, is_number))
+        blocks.append(
+            Block(name, path, array.shape, array.dtype, start, is_number, False, from_tensor)
+        )
         values.append(np.asarray(array, dtype=np.float64).ravel())
         start += array.size
     if start == 0:
@@ -291,6 +301,38 @@ def _as_complex(pairs: np.ndarray) -> np.ndarray:
         copied = np.ascontiguousarray(pairs).view(np.complex128)
         copied.flags.writeable = False
         return copied
+
+
+def _is_tensor(leaf: Any) -> bool:
+    """Whether ``leaf`` is a torch tensor (read by its type's module: torch is not imported)."""
+    return type(leaf).__module__.startswith("torch") and callable(getattr(leaf, "detach", None))
+
+
+class TensorValues(np.ndarray):
+    """The values of a torch tensor in ``params``, as the loss gets them: a numpy array.
+
+    ``gradproof.check`` builds numpy arrays for the loss, so a loss written for torch
+    would fail inside the user's code with an unrelated ``TypeError`` (``ndarray @
+    Tensor``). Any torch function or operator given one raises InvalidArgument instead,
+    naming the conversion and the torch entry points. numpy's results are plain arrays.
+    """
+
+    @classmethod
+    def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        name = getattr(func, "__name__", str(func))
+        raise invalid(
+            "params",
+            "a torch tensor",
+            "gradproof.check hands the loss numpy arrays (a torch tensor in params is "
+            f"converted to its values), and the loss passed one to torch ({name})",
+            "check a torch loss with gradproof.torch.check_module(model, loss_fn, *batch) "
+            "or gradproof.torch.gradcheck(func, inputs); or convert inside the loss with "
+            "torch.as_tensor(p)",
+        )
+
+    def __array_wrap__(self, array: Any, context: Any = None, return_scalar: bool = False) -> Any:
+        plain = np.asarray(array).view(np.ndarray)
+        return plain[()] if return_scalar else plain
 
 
 def _detached(leaf: Any) -> Any:

@@ -35,12 +35,14 @@ from gradproof._render.words import (
     RED,
     TITLE,
     VERDICT,
+    block_difference_text,
     counts_text,
     covered,
     difference_text,
     element_text,
     explanations,
     index_text,
+    max_error_text,
     note_text,
     printable,
     scale_text,
@@ -122,8 +124,8 @@ def _blocks_table(report: Report) -> str:
     rows = [
         "<tr>"
         f'<td class="name">{e(printable(b.name))}</td><td>{shape_text(b.shape)}</td>'
-        f"<td>{b.difference:.2e}</td><td>{scale_text(b)}</td>"
-        f"<td>{b.max_abs_error:.2e}</td><td>{index_text(b.worst_index)}</td>"
+        f"<td>{block_difference_text(b)}</td><td>{scale_text(b)}</td>"
+        f"<td>{max_error_text(b)}</td><td>{index_text(b.worst_index)}</td>"
         f'<td class="status {b.status}">{e(status_text(b))}</td>'
         "</tr>"
         for b in report.blocks.values()

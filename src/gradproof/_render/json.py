@@ -7,6 +7,8 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
+from gradproof._render.words import checked_nothing
+
 if TYPE_CHECKING:
     from gradproof._report import BlockResult, Report
 
@@ -27,7 +29,9 @@ def report_to_dict(report: Report) -> dict[str, Any]:
     return {
         "status": report.status,
         "passed": report.passed,
-        "difference": _num(report.difference),
+        # None where no coordinate was checked: a difference over nothing is no measurement
+        "difference": None if checked_nothing(report) else _num(report.difference),
+        "checked": sum(block.checked for block in report.blocks.values()),
         "tol": report.tol,
         "scheme": report.scheme,
         "eps": report.eps,

@@ -37,12 +37,14 @@ from gradproof._render.words import (
     TERMINAL_STYLE,
     TITLE,
     VERDICT,
+    block_difference_text,
     counts_text,
     covered,
     difference_text,
     element_text,
     explanations,
     index_text,
+    max_error_text,
     note_text,
     printable,
     rule_of_thumb_caveat,
@@ -87,6 +89,19 @@ def print_report(report: Report, console: Console | None = None) -> None:
         console.file.write(render_text(report, width=console.width))
 
 
+def terminal_console() -> Console:
+    """The command line's console: colour and the terminal's width on a TTY; plain text,
+    :data:`WIDTH` columns wide, when piped. A closed pipe raises ``BrokenPipeError``
+    (rich's own handling exits 1, which the command line uses for "the gradient failed")."""
+    console = _Console()
+    return console if console.is_terminal else _Console(width=WIDTH)
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError
+
+
 def renderable(report: Report) -> RenderableType:
     """The whole report as one rich renderable (verdict first, coverage last)."""
     parts: list[RenderableType] = [_verdict(report), _table(report), Text(counts_text(report))]
@@ -123,9 +138,9 @@ def _table(report: Report) -> Table:
         table.add_row(
             Text(printable(block.name)),
             shape_text(block.shape),
-            f"{block.difference:.2e}",
+            block_difference_text(block),
             scale_text(block),
-            f"{block.max_abs_error:.2e}",
+            max_error_text(block),
             index_text(block.worst_index),
             Text(status_text(block), style=TERMINAL_STYLE[block.status]),
         )

@@ -87,8 +87,16 @@ def bound(report: Report) -> str:
     return f"tol {report.tol:.1e}" if report.tol is not None else "error model"
 
 
+def checked_nothing(report: Report) -> bool:
+    """Whether no coordinate was checked at all (a budget spent before the first one): the
+    report's difference is then over nothing, and no rule of thumb may call it great."""
+    return not any(block.checked for block in report.blocks.values())
+
+
 def difference_text(report: Report) -> str:
     """``"difference 2.851e-01 (error model; ~1e-3 or more: worry)"``."""
+    if checked_nothing(report):
+        return "no difference: no coordinate was checked (see below)"
     if "near_zero" in report.extra:
         return (
             f"difference {report.difference:.3e} ({bound(report)}; not meaningful: the "
@@ -156,6 +164,16 @@ def shape_text(shape: tuple[int, ...]) -> str:
 def index_text(index: tuple[int, ...]) -> str:
     """``[3, 1]``; ``[]`` for a scalar."""
     return "[" + ", ".join(str(i) for i in index) + "]"
+
+
+def block_difference_text(block: BlockResult) -> str:
+    """The block's difference to two decimals, ``-`` where nothing of it was checked."""
+    return f"{block.difference:.2e}" if block.checked else "-"
+
+
+def max_error_text(block: BlockResult) -> str:
+    """The block's largest absolute error, ``-`` where nothing of it was checked."""
+    return f"{block.max_abs_error:.2e}" if block.checked else "-"
 
 
 def scale_text(block: BlockResult) -> str:
