@@ -36,6 +36,22 @@ def validate_precision(dtype: Any) -> None:
         )
 
 
+def refuse_complex_scheme(options: Mapping[str, Any]) -> None:
+    """``scheme="complex"`` is refused: the tensors the loss sees are real (or complex as
+    given), so the complex step's imaginary part would be cast away before ``func`` runs."""
+    scheme = options.get("scheme")
+    if isinstance(scheme, str) and scheme == "complex":
+        raise invalid(
+            "scheme",
+            scheme,
+            "cannot run through gradproof.torch: the complex step needs complex parameters, "
+            "and the points are written into real tensors of the inputs' dtype, which "
+            "would drop their imaginary part",
+            "leave scheme out (the default, scheme='richardson', needs only real "
+            "arithmetic), or pass scheme='central'",
+        )
+
+
 def compute_dtype(dtype: Precision, tensors: list[torch.Tensor], argument: str) -> torch.dtype:
     """The dtype the check computes in: float64, or the tensors' own (one dtype)."""
     if dtype == "float64":

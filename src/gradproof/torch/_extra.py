@@ -32,7 +32,8 @@ from gradproof.torch._findings import (
     raised_report,
 )
 from gradproof.torch._forward import output_tangents, primals
-from gradproof.torch._function_loss import FunctionLoss, as_outputs
+from gradproof.torch._function_loss import FunctionLoss
+from gradproof.torch._outputs import as_outputs
 from gradproof.torch._reductions import Reduction, reductions
 
 Check = Callable[[tuple[torch.Tensor, ...], dict[str, np.ndarray]], Report]

@@ -20,7 +20,7 @@ from torch._vmap_internals import _vmap as vmap  # torch's own forward-AD check 
 
 from gradproof._errors import invalid
 from gradproof.torch._common import quiet_forward_mode, quiet_vmap_fallback, to_numpy64
-from gradproof.torch._function_loss import as_outputs, coordinates
+from gradproof.torch._outputs import as_outputs, coordinates
 
 if TYPE_CHECKING:
     from gradproof.torch._function_loss import FunctionLoss

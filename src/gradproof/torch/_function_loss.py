@@ -29,6 +29,16 @@ from gradproof.torch._common import (
     to_numpy64,
 )
 from gradproof.torch._function_resident import open_function_resident
+from gradproof.torch._outputs import (
+    Constant,
+    agree,
+    as_outputs,
+    coordinates,
+    floating,
+    function_name,
+    same,
+    summed,
+)
 from gradproof.torch._reductions import unit_weights, weighted_sum
 from gradproof.torch._vmap import vmap
 
@@ -41,14 +51,6 @@ class CheckedInputs:
 
     positions: tuple[int, ...]
     names: tuple[str, ...]
-
-
-def function_name(func: Callable[..., Any]) -> str:
-    """``func`` as a message names it: ``MyFunction.apply``, or its qualified name."""
-    owner = getattr(func, "__self__", None)
-    if isinstance(owner, type):  # MyFunction.apply
-        return f"{owner.__name__}.{func.__name__}"
-    return getattr(func, "__qualname__", type(func).__name__)
 
 
 class FunctionLoss:
@@ -80,6 +82,7 @@ class FunctionLoss:
         self.lock = threading.RLock()
         self.kept, self.graph = self._trace()
         self.outputs = [o.detach() for o in self.graph]
+        self.needs_grad = not self._same_without_grad()
 
     def _trace(self) -> tuple[list[int], list[torch.Tensor]]:
         """``func`` at the base point, with autograd's graph: the outputs that can be checked.
@@ -97,6 +100,11 @@ class FunctionLoss:
             for k, o in enumerate(raw)
             if isinstance(o, torch.Tensor) and o.is_floating_point() and o.requires_grad
         ]
+        if not kept and not isinstance(self.func, Constant) and floating(raw):
+            # no output depends on the inputs: as in torch, the numerical derivative
+            # must then be zero, which the outputs, anchored to a zero leaf, let it check
+            self.func = Constant(self.func)
+            return self._trace()
         if not kept:
             raise invalid(
                 "func",
@@ -115,15 +123,63 @@ class FunctionLoss:
                 )
         return kept, [raw[k] for k in kept]
 
+    def _same_without_grad(self) -> bool:
+        """Whether ``func`` gives the same outputs at the base point without autograd.
+
+        gradproof evaluates under ``torch.no_grad`` on inputs that do not require
+        grad, which is quicker; torch's gradcheck evaluates with grad enabled. Code
+        that branches on ``torch.is_grad_enabled()`` or ``x.requires_grad`` (a fast
+        inference path, a Function used only in training) would then have another
+        function differentiated: where the outputs differ beyond a few ulps (or
+        ``func`` raises, running autograd itself), every evaluation is made as
+        torch makes it, with grad enabled and the inputs requiring grad.
+        """
+        args = list(self.work)
+        for i in self.checked:
+            args[i] = self.work[i].detach()
+        try:
+            with torch.no_grad():
+                plain = self.call(args)
+        except RuntimeError:  # func runs autograd itself (torch.autograd.grad inside)
+            return False
+        return all(agree(a, b) for a, b in zip(plain, self.outputs, strict=True))
+
     @property
     def inputs(self) -> list[torch.Tensor]:
         """The checked inputs' working copies, at the base point (the leaves of the graph)."""
         return [self.work[i] for i in self.checked]
 
     def backward(self, weights: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor | None, ...]:
-        """The backward applied to ``grad_outputs=weights``, at the base point (tensors)."""
+        """The backward applied to ``grad_outputs=weights``, at the base point (tensors).
+
+        Of several outputs, as torch's Jacobian takes it: one backward per output
+        whose weight is not zero, with only that output (the others' gradients
+        undefined, None where ``ctx.set_materialize_grads(False)``), summed. A
+        backward that reads an undefined gradient as anything but zero then fails,
+        as in torch, whatever ``check_undefined_grad``. One that raises on it is
+        run with every output's gradient given: that raise is
+        ``check_undefined_grad``'s finding (torch lets the error through).
+        """
+        used = [k for k, w in enumerate(weights) if bool(w.any())] if len(weights) > 1 else []
+        everything = list(range(len(weights)))
+        roots: list[int | list[int]] = [*used] if used else [everything]
+        try:
+            parts = [self._backward(k, weights) for k in roots]
+        except Exception:  # raises on None: check_undefined_grad reports it, not this
+            return self._backward(everything, weights)
+        return tuple(summed(grads) for grads in zip(*parts, strict=True))
+
+    def _backward(
+        self, roots: list[int] | int, weights: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor | None, ...]:
+        """The backward from output ``roots`` (or outputs) alone, weighted by its ``weights``."""
+        roots = [roots] if isinstance(roots, int) else roots
         return torch.autograd.grad(
-            self.graph, self.inputs, grad_outputs=weights, retain_graph=True, allow_unused=True
+            [self.graph[k] for k in roots],
+            self.inputs,
+            grad_outputs=[weights[k] for k in roots],
+            retain_graph=True,
+            allow_unused=True,
         )
 
     def gradient(self, weights: tuple[torch.Tensor, ...]) -> dict[str, np.ndarray]:
@@ -273,7 +329,7 @@ class FunctionLoss:
                     return False
                 single = [self._evaluate(r) for r in rows]  # func's own error is the user's
             self.use_vmap = all(
-                _same(batch[j][r], single[r][j]) for r in range(2) for j in range(len(batch))
+                same(batch[j][r], single[r][j]) for r in range(2) for j in range(len(batch))
             )
         return self.use_vmap
 
@@ -295,7 +351,9 @@ class FunctionLoss:
             raw = as_outputs(self.func(*args))
             return tuple(raw[k] for k in self.kept)
 
-        with torch.no_grad(), quiet_vmap_fallback():
+        if self.needs_grad:  # evaluated as torch evaluates func: see _same_without_grad
+            stacked = [s.detach().requires_grad_(True) for s in stacked]
+        with torch.set_grad_enabled(self.needs_grad), quiet_vmap_fallback():
             self.reseed()
             return [o.detach() for o in vmap(one)(*stacked)]
 
@@ -323,11 +381,6 @@ class WeightedLoss:
         return open_function_resident(self, spans, theta, batched)
 
 
-def coordinates(tensor: torch.Tensor) -> int:
-    """How many real coordinates ``tensor`` has: two per element where it is complex."""
-    return tensor.numel() * (2 if tensor.is_complex() else 1)
-
-
 def _zeros(tensor: torch.Tensor) -> np.ndarray:
     """A zero gradient for ``tensor``: complex128 where it is complex, float64 otherwise."""
     return np.zeros(tuple(tensor.shape), dtype=np.complex128 if tensor.is_complex() else None)
@@ -339,48 +392,3 @@ def _nudged(values: np.ndarray) -> np.ndarray:
     factors = np.full(values.size, 1 + 1e-4)
     factors[1::2] = 1 - 1e-4
     return values * factors.reshape(values.shape)
-
-
-def _same(batched: torch.Tensor, single: torch.Tensor) -> bool:
-    """Whether a vmapped row is the unbatched call's output, up to the rounding of a batched
-    kernel's other order of summation."""
-    if batched.shape != single.shape or batched.dtype != single.dtype:
-        return False
-    if torch.equal(batched, single):  # the same values (NaN aside): close, at no more cost
-        return True
-    if batched.device.type == "cpu" and batched.dtype in (torch.float32, torch.float64):
-        return _close(batched.numpy(), single.numpy())  # torch's allclose, in numpy: cheaper
-    scale = float(single.abs().max()) if single.numel() and single.isfinite().all() else 1.0
-    return bool(torch.allclose(batched, single, rtol=1e-6, atol=1e-9 * scale, equal_nan=True))
-
-
-def _close(a: np.ndarray, b: np.ndarray) -> bool:
-    """``torch.allclose(a, b, rtol=1e-6, atol=1e-9 * max|b|, equal_nan=True)``, computed as
-    torch computes it (in the arrays' dtype), for real arrays of one dtype."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        scale = float(np.abs(b).max()) if b.size and np.isfinite(b).all() else 1.0
-        actual = np.abs(a - b)
-        allowed = 1e-9 * scale + np.abs(1e-6 * b)
-        close = (a == b) | (np.isnan(a) & np.isnan(b)) | (np.isfinite(actual) & (actual <= allowed))
-    return bool(close.all())
-
-
-def as_outputs(value: Any) -> tuple[Any, ...]:
-    """``func``'s outputs as a tuple; a complex tensor as its real view (real, imaginary).
-
-    As in torch, a complex output's Jacobian is that of its real and imaginary
-    parts: ``torch.view_as_real`` is differentiable, so the backward is checked
-    through it. A half-precision output (float16, bfloat16, which numpy cannot
-    hold) is widened to float32, exactly and differentiably.
-    """
-    raw = tuple(value) if isinstance(value, (tuple, list)) else (value,)
-    return tuple(_real_view(o) for o in raw)
-
-
-def _real_view(value: Any) -> Any:
-    if isinstance(value, torch.Tensor) and value.is_complex() and value.layout == torch.strided:
-        # view_as_real needs a last dimension of stride 1 (a transposed output has not)
-        return torch.view_as_real(value.resolve_conj().contiguous())
-    if isinstance(value, torch.Tensor) and value.dtype in (torch.float16, torch.bfloat16):
-        return value.to(torch.float32)
-    return value

@@ -20,10 +20,10 @@ import torch
 from gradproof._engine.check import check
 from gradproof._engine.validate import validate_callable, validate_passed_on, validate_seed
 from gradproof._errors import invalid
-from gradproof.torch._common import Precision, validate_precision
-from gradproof.torch._function_loss import function_name
+from gradproof.torch._common import Precision, refuse_complex_scheme, validate_precision
 from gradproof.torch._inputs import as_values, checked_inputs
 from gradproof.torch._options import TorchOptions, validate_flag
+from gradproof.torch._outputs import function_name
 from gradproof.torch._rule import TorchRule
 from gradproof.torch._verdict import Config, Subject, verdict
 
@@ -241,6 +241,7 @@ def make_config(
     that come through ``options``."""
     validate_passed_on(where, options, to=check, own={"eps", "batched"}, also=also)
     validate_seed(options.get("seed", 0))
+    refuse_complex_scheme(options)
     for name, flag in flags.items():
         validate_flag(name, flag)
     _validate_projections(projections)

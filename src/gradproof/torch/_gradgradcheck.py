@@ -18,10 +18,10 @@ import torch
 from gradproof._engine.validate import validate_callable
 from gradproof._errors import invalid
 from gradproof.torch._common import Reseed, fixed_randomness, real_of
-from gradproof.torch._function_loss import function_name
 from gradproof.torch._gradcheck import make_config
 from gradproof.torch._inputs import as_values, checked_inputs, input_names
 from gradproof.torch._options import TorchOptions, validate_flag
+from gradproof.torch._outputs import function_name
 from gradproof.torch._verdict import Subject, verdict
 
 # gradcheck's own arguments that gradgradcheck takes through ``**options``.
@@ -225,7 +225,7 @@ def _grad_outputs(
 ) -> tuple[Any, ...]:
     """The grad_outputs: those given, or drawn from [-1, 1) at ``seed``, requiring grad."""
     if given is not None:
-        return as_values(given)
+        return as_values(given, "grad_outputs")
     tensors = [v for v in values if isinstance(v, torch.Tensor)]
     with fixed_randomness(tensors), torch.enable_grad():
         work = [

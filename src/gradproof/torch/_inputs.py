@@ -7,14 +7,27 @@ import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from gradproof._errors import invalid
 from gradproof.torch._function_loss import CheckedInputs
 
 
-def as_values(inputs: Any) -> tuple[Any, ...]:
-    """``inputs`` as a tuple, as torch takes them: one tensor, or a sequence."""
+def as_values(inputs: Any, argument: str = "inputs") -> tuple[Any, ...]:
+    """``inputs`` as a tuple, as torch takes them: one tensor, or a sequence.
+
+    A numpy array is refused (``tuple`` would split it into its rows).
+    """
+    if isinstance(inputs, np.ndarray):
+        raise invalid(
+            argument,
+            f"a numpy array of shape {inputs.shape}",
+            "must be a torch tensor or a tuple of them: gradproof.torch checks the inputs "
+            "that are tensors with requires_grad=True",
+            "pass (torch.tensor(x, dtype=torch.float64, requires_grad=True),), or use "
+            "gradproof.check for a numpy loss",
+        )
     return (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
 
 
@@ -32,6 +45,15 @@ def checked_inputs(
     as torch's Jacobian has no column for them; the result may then be empty.
     """
     checked = [i for i, v in enumerate(values) if isinstance(v, torch.Tensor) and v.requires_grad]
+    if not checked and not any(isinstance(v, torch.Tensor) for v in values):
+        raise invalid(
+            "inputs",
+            _kinds(values),
+            "must hold torch tensors: gradproof.torch checks the inputs that are tensors "
+            "with requires_grad=True, and these hold none",
+            "pass torch.tensor(x, dtype=torch.float64, requires_grad=True) for each input "
+            "to check (for numpy arrays and a numpy loss, use gradproof.check)",
+        )
     if not checked:
         raise invalid(
             "inputs",
@@ -113,3 +135,13 @@ def _function_class(func: Callable[..., Any]) -> type[torch.autograd.Function] |
     owner = getattr(func, "__self__", None)
     is_function = isinstance(owner, type) and issubclass(owner, torch.autograd.Function)
     return owner if is_function and getattr(func, "__name__", "") == "apply" else None
+
+
+def _kinds(values: tuple[Any, ...]) -> str:
+    """What ``values`` hold, by type, for a message: ``"3 input(s): ndarray, ndarray, float"``.
+
+    >>> _kinds((1.0, "a"))
+    '2 input(s): float, str'
+    """
+    names = ", ".join(type(v).__name__ for v in values[:4]) + (", ..." if len(values) > 4 else "")
+    return f"{len(values)} input(s): {names}"

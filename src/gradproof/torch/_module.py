@@ -17,6 +17,7 @@ from gradproof._engine.validate import validate_callable, validate_passed_on, va
 from gradproof._errors import invalid
 from gradproof._report import Report
 from gradproof.torch._batch import Wrt, batch_leaves, replaced, validate_wrt
+from gradproof.torch._buffers import Buffers, freeze_power_iterations
 from gradproof.torch._common import (
     Precision,
     Reseed,
@@ -25,6 +26,7 @@ from gradproof.torch._common import (
     fixed_randomness,
     from_numpy,
     quiet_vmap_fallback,
+    refuse_complex_scheme,
     scalar_loss,
     to_numpy64,
     validate_precision,
@@ -128,14 +130,18 @@ def check_module(
     target = compute_dtype(dtype, checked, argument)
     validate_passed_on(check_module, options, to=gradproof.check, own={"batched"})
     validate_seed(options.get("seed", 0))
+    refuse_complex_scheme(options)
     _warn_if_training(model)
     params = {name: to_numpy64(t) for name, t in [*((n, own[n]) for n in names), *inputs.items()]}
     lent = [model, *([loss_fn] if isinstance(loss_fn, torch.nn.Module) else [])]
     with fixed_randomness([*own.values(), *inputs.values()]), borrowed(lent, target):
         seed = int(options.get("seed", 0))
         loss = _ModuleLoss(model, loss_fn, batch, target, (names, list(inputs)), seed)
-        grad = loss.gradient()
-        return gradproof.check(loss, params, grad, batched=batched, **options)
+        try:
+            grad = loss.gradient()
+            return gradproof.check(loss, params, grad, batched=batched, **options)
+        finally:
+            loss.buffers.restore()  # a buffer the forward replaced goes back to its module
 
 
 def _validate_blocks(
@@ -228,6 +234,9 @@ class _ModuleLoss:
             self.tensors[name].requires_grad_(True)
         self.names = [*checked[0], *checked[1]]
         self.reseed = Reseed(seed, list(own.values()))
+        self.lent = [model, *([loss_fn] if isinstance(loss_fn, torch.nn.Module) else [])]
+        self.buffers = Buffers(self.lent)  # restored before every evaluation, as it was here
+        self.needs_grad = False  # evaluated with grad enabled, as training does: see gradient
         self.use_vmap = True
         self.lock = threading.RLock()
         self.dirty = False  # a host-built point was written into the tensors (see _resident)
@@ -252,8 +261,12 @@ class _ModuleLoss:
         """
         tensors = [self.tensors[n] for n in self.names]
         with torch.enable_grad():
+            self.buffers.restore()
             self.reseed()
-            self._forward(self.model).backward(inputs=tensors)
+            value = self._forward(self.model)
+            value.backward(inputs=tensors)
+        self.buffers.refresh(freeze_power_iterations(self.lent))
+        self._choose_mode(value.detach())
         grads = {
             n: np.zeros(tuple(t.shape)) if t.grad is None else to_numpy64(t.grad)
             for n, t in zip(self.names, tensors, strict=True)
@@ -279,10 +292,46 @@ class _ModuleLoss:
                 self.tensors[name].copy_(from_numpy(point[name], self.tensors[name]))
             return self.in_place()
 
+    def _choose_mode(self, traced: torch.Tensor) -> None:
+        """Evaluate with grad enabled where the model gives another loss without it.
+
+        gradproof evaluates under ``torch.no_grad``, which is quicker; a model that
+        branches on ``torch.is_grad_enabled()`` (``nn.TransformerEncoder``'s fast
+        path in eval mode) then computes another function than the one whose
+        gradient is checked. Where the loss at the base point differs beyond a few
+        ulps (or raises), every evaluation is made with grad enabled, as in training.
+        """
+        try:
+            with torch.no_grad():
+                plain = self.in_place()
+            eps = torch.finfo(traced.dtype).eps if traced.is_floating_point() else 0.0
+            same = bool(torch.isclose(plain, traced, rtol=4 * eps, atol=0.0, equal_nan=True))
+        except RuntimeError:  # the model runs autograd itself
+            same = False
+        self.needs_grad = not same
+        if self.needs_grad and self.use_vmap:
+            self.use_vmap = self._vmap_agrees(traced)
+
+    def _vmap_agrees(self, traced: torch.Tensor) -> bool:
+        """Whether vmap, with grad enabled, gives the traced loss (two rows of the base
+        point); inside vmap a tensor does not read as requiring grad, so it may not."""
+        stacked = {n: torch.stack([t.detach()] * 2) for n, t in self.tensors.items()}
+        try:
+            rows = self.vmapped(stacked)
+        except Exception:  # vmap cannot run the model: one call per point
+            return False
+        eps = torch.finfo(traced.dtype).eps if traced.is_floating_point() else 0.0
+        return bool(torch.allclose(rows, traced.expand(2), rtol=4 * eps, atol=0.0))
+
     def in_place(self) -> torch.Tensor:
-        """The loss at the values the tensors hold now (the generator reset first)."""
+        """The loss at the values the tensors hold now (the buffers restored and the
+        generator reset first); with grad enabled where the model needs it."""
+        self.buffers.restore()
         self.reseed()
-        return self._forward(self.model)
+        if not self.needs_grad:
+            return self._forward(self.model)
+        with torch.enable_grad():
+            return self._forward(self.model).detach()
 
     def _forward(self, model: Any) -> torch.Tensor:
         return scalar_loss(self.loss_fn(model(*self.args), *self.batch[1:]), "loss_fn")
@@ -315,7 +364,10 @@ class _ModuleLoss:
             output = functional_call(self.model, params, inputs)
             return scalar_loss(self.loss_fn(output, *batch[1:]), "loss_fn")
 
-        with torch.no_grad(), quiet_vmap_fallback():
+        if self.needs_grad:
+            stacked = {n: v.detach().requires_grad_(True) for n, v in stacked.items()}
+        with torch.set_grad_enabled(self.needs_grad), quiet_vmap_fallback():
+            self.buffers.restore()
             self.reseed()
             result: torch.Tensor = vmap(one)(stacked)
-            return result
+            return result.detach()

@@ -105,11 +105,14 @@ def backward_stage(run: Run) -> Tally:
             return tally
         report = within_nondet_tol(run.check(reduction.weights, grad), run.options.nondet_tol)
         outcomes.append(Outcome(BACKWARD, reduction.context, report))
-    tally.extend(_judged(run, outcomes, None))
+    judged = _judged(run, outcomes, None)
     check = ruled(run)
     if run.options.check_undefined_grad:
+        # first: a backward that misreads an undefined gradient fails the projections
+        # too (one backward per output, as torch's Jacobian), and this names the cause
         for outcome in undefined_backward(run.loss, run.seed, check):
             tally.add(outcome)
+    tally.extend(judged)
     if run.options.check_batched_grad:
         for outcome in batched_backward(run.loss, run.seed, check):
             tally.add(outcome)
