@@ -15,6 +15,12 @@ from gradproof._engine.resident import Span
 from gradproof._engine.validate import validate_callable, validate_passed_on
 from gradproof._errors import GradcheckError, invalid
 from gradproof._report import Report
+from gradproof.jax._misuse import (
+    complex_cotangent,
+    untraceable,
+    validate_finite_gradient,
+    validate_signature,
+)
 from gradproof.jax._orders import (
     DIFFERENTIATE,
     Derivative,
@@ -23,9 +29,11 @@ from gradproof.jax._orders import (
     validate,
 )
 from gradproof.jax._outputs import scalar
+from gradproof.jax._purity import raise_if_impure
 from gradproof.jax._resident import open_jax_resident, pieces
 from gradproof.jax._rule import JaxRule, central_differences
 from gradproof.jax._tree import Pytree, split
+from gradproof.jax._width import below_float64, computes_in_float64, precision_text
 from gradproof.jax._x64 import float64
 
 Evaluation = Literal["auto", "vmap", "map", "jit", "eager"]
@@ -135,6 +143,7 @@ def check(
     "w: 3 element(s) beyond check_grads' bound at"
     """
     validate_callable("f", f, "pass a function f(params) written with jax.numpy")
+    validate_signature(f, params)
     _validate_options(evaluation, options)
     chosen_modes = validate(order, modes)
     rule = JaxRule.given(atol, rtol, eps)
@@ -151,14 +160,24 @@ def check(
             mismatch = primal_mismatch(of_blocks, point, chosen_modes)
         except UNTRACEABLE as error:
             raise untraceable(error) from error
+        if mismatch:  # an f that is not one function differs from itself between traces
+            raise_if_impure(of_blocks, point, options.get("noise"))
+        wide = _wide(of_blocks, point, tree)
         reports = []
         for derivative in derivatives(of_blocks, point, order, chosen_modes, seed):
             problem = _Problem(
-                derivative.h, tree, chosen, requested=evaluation, mode=derivative.mode
+                derivative.h,
+                tree,
+                chosen,
+                requested=evaluation,
+                mode=derivative.mode,
+                wide=wide,
+                label=_label(derivative),
             )
             report = problem.check(rule, options)
             reports.append((derivative, report))
             if not report.passed:
+                raise_if_impure(of_blocks, point, options.get("noise"))
                 break
     report = _combined(reports, mismatch)
     if projected:
@@ -166,15 +185,18 @@ def check(
     return _with_notes(report, tree)
 
 
-def untraceable(error: Exception) -> Exception:
-    """The InvalidArgument for an ``f`` that JAX's differentiation cannot trace."""
-    return invalid(
-        "f",
-        f"a function jax.grad cannot trace ({type(error).__name__})",
-        "must be written with jax.numpy throughout: jax.grad traces it, and numpy "
-        "calls, float() or int() on a traced value fail",
-        "replace np.* with jnp.* and keep values as arrays inside f",
-    )
+def _wide(of_blocks: Callable[[list[Any]], Any], point: list[Any], tree: Pytree) -> bool:
+    """Whether leaves below float64 go to the engine in float64: ``f`` computes in float64
+    throughout (:mod:`gradproof.jax._width`), so nothing is judged at their precision."""
+    narrow = any(below_float64(b.dtype) for b in tree.blocks().values())
+    return narrow and computes_in_float64(of_blocks, point)
+
+
+def _label(derivative: Derivative) -> str:
+    """How an error names the derivative checked: ``jax.grad(f)`` at order 1 in reverse mode."""
+    if derivative.order == 1:
+        return "jax.grad(f)" if derivative.mode == "rev" else "jax.jvp of f (forward mode)"
+    return derivative.label
 
 
 def _of_blocks(f: Callable[[Any], Any], tree: Pytree) -> Callable[[list[Any]], Any]:
@@ -229,8 +251,10 @@ class _Problem:
         *,
         requested: str,
         mode: str = "rev",
+        wide: bool = False,
+        label: str = "jax.grad(f)",
     ) -> None:
-        self.tree = tree
+        self.tree, self.wide, self.label = tree, wide, label
         self.names, self.leaves = tree.block_names, [tree.leaves[i] for i in tree.checked]
         self.ndims = [np.ndim(leaf) for leaf in self.leaves]
         self.differentiate = DIFFERENTIATE[mode]
@@ -248,7 +272,11 @@ class _Problem:
         gradient = self.gradient()
         blocks = self.tree.blocks()
         batched = self.evaluation in BATCHED
-        report = gradproof.check(self, blocks, gradient, batched=batched, **options)
+        given = _float64(blocks) if self.wide else blocks
+        report = gradproof.check(self, given, gradient, batched=batched, **options)
+        if self.wide:
+            dtypes = [b.dtype for b in blocks.values()]
+            report = dataclasses.replace(report, precision=precision_text(report.precision, dtypes))
         if rule is None:
             return report
         numerical = central_differences(self.loss, _float64(blocks), rule.eps, batched=batched)
@@ -264,7 +292,8 @@ class _Problem:
         out = {}
         for name, g, value in zip(self.tree.block_names, grads, point, strict=True):
             if np.iscomplexobj(g) and not np.iscomplexobj(value):
-                raise _complex_cotangent(name, np.asarray(g))
+                raise complex_cotangent(name, np.asarray(g))
+            validate_finite_gradient(self.label, name, g)
             out[name] = np.asarray(g, dtype=np.complex128 if np.iscomplexobj(g) else np.float64)
         return out
 
@@ -357,15 +386,3 @@ def _with_notes(report: Report, tree: Pytree) -> Report:
     shown = ", ".join(fixed[:8]) + (f" and {len(fixed) - 8} more" if len(fixed) > 8 else "")
     note = f"Held fixed, not being floating point (so not checked): {shown}."
     return dataclasses.replace(report, notes=(*report.notes, note))
-
-
-def _complex_cotangent(name: str, gradient: np.ndarray) -> Exception:
-    """A custom rule in ``f`` gave the real leaf ``name`` a complex gradient: a bug in the rule."""
-    return invalid(
-        "f",
-        f"a gradient of dtype {gradient.dtype} for the real leaf {name!r}",
-        "must give a real leaf a real gradient: a custom_vjp/custom_jvp rule in f returned a "
-        "complex cotangent for a real input (check_grads fails it as well)",
-        f"return the real part (jnp.real) of {name!r}'s cotangent in the rule, or make the "
-        "leaf complex if the function is meant to take complex values there",
-    )

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradproof._errors import invalid
+from gradproof.jax._misuse import validate_finite_output
 
 Scalar = Callable[[list[Any]], Any]
 
@@ -33,6 +34,7 @@ def scalar(of_blocks: Scalar, point: list[Any], seed: int) -> tuple[Scalar, str]
     (True, True)
     """
     leaves = _leaves(of_blocks(point))  # eagerly: no compilation spent on a bad output
+    validate_finite_output(leaves)
     if len(leaves) == 1 and np.shape(leaves[0]) == () and not jnp.iscomplexobj(leaves[0]):
         return of_blocks, ""
     rng = np.random.default_rng((seed, 1))
@@ -55,8 +57,17 @@ def scalar(of_blocks: Scalar, point: list[Any], seed: int) -> tuple[Scalar, str]
 def _leaves(out: Any) -> list[Any]:
     """The output's leaves, each a float or complex array; else the InvalidArgument."""
     leaves = jax.tree_util.tree_leaves(out)
+    if not leaves:
+        shown = "returned None" if out is None else f"returned no array ({out!r})"
+        raise invalid(
+            "f",
+            f"a function that {shown}",
+            "must return the loss: a float scalar, or floating-point or complex arrays",
+            "return the value, e.g. `return jnp.sum(...)` (a function without a return "
+            "statement returns None)",
+        )
     kinds = [getattr(leaf, "dtype", np.asarray(leaf).dtype) for leaf in leaves]
-    if not leaves or not all(
+    if not all(
         jnp.issubdtype(k, jnp.floating) or jnp.issubdtype(k, jnp.complexfloating) for k in kinds
     ):
         raise invalid(
