@@ -103,3 +103,28 @@ def test_dask_check_names_the_option_before_any_task() -> None:
     with pytest.raises(gradproof.InvalidArgument, match=r"^`shceme`='central': .*`scheme`"):
         gradproof.dask.check(loss, np.ones(3), lambda p: 2 * p, shceme="central")
     assert loss.calls == 0
+
+
+@pytest.mark.parametrize("entry", [gradproof.check, gradproof.assert_gradients_match])
+def test_a_misspelt_keyword_to_check_is_named_before_the_loss_runs(entry) -> None:
+    calls = []
+
+    def loss(p):
+        calls.append(1)
+        return float(np.sum(p**2))
+
+    with pytest.raises(gradproof.InvalidArgument) as caught:
+        entry(loss, np.ones(3), lambda p: 2 * p, tolerance=1e-3)
+    text = str(caught.value)
+    name = entry.__name__
+    assert text.startswith("`tolerance`=0.001: is ")
+    assert f"not an argument of gradproof.{name}" in text or (
+        f"neither an argument of gradproof.{name}" in text
+    )
+    assert "did you mean `tol`?" in text and "eps, tol, scheme" in text
+    assert calls == []
+    # the right spelling runs, and a misspelling far from any argument has no guess
+    assert gradproof.check(loss, np.ones(3), lambda p: 2 * p, tol=1e-3).passed
+    with pytest.raises(gradproof.InvalidArgument) as caught:
+        gradproof.check(loss, np.ones(3), lambda p: 2 * p, zzz=1)
+    assert "did you mean" not in str(caught.value)

@@ -29,9 +29,11 @@ from gradproof._engine.progress import Progress, validate_progress
 from gradproof._engine.schemes import SCHEMES, Scheme
 from gradproof._engine.tree import Layout, flatten
 from gradproof._engine.validate import (
+    refuse_unknown_keywords,
     validate_batched,
     validate_callable,
     validate_mode,
+    validate_passed_on,
     validate_positive,
     validate_scheme,
 )
@@ -43,6 +45,7 @@ Mode = Literal["full", "sample", "probe"]
 DEFAULT_SAMPLES = {"sample": 32, "probe": 10}
 
 
+@refuse_unknown_keywords
 def check(
     loss: Callable[[Any], Any],
     params: Any,
@@ -275,6 +278,7 @@ def assert_gradients_match(
     ...                                  np.ones(3), lambda p: 3 * p ** 2).passed
     True
     """
+    validate_passed_on(assert_gradients_match, options, to=check, own=set())
     report = check(loss, params, grad, **options)
     if not report.passed:
         raise GradcheckError(report)

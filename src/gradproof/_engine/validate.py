@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 import math
 import numbers
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 
 from gradproof._engine.schemes import SCHEMES
 from gradproof._errors import invalid
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def validate_positive(argument: str, value: Any, fix: str, allow_none: bool = True) -> None:
@@ -142,8 +146,45 @@ def validate_passed_on(
         )
 
 
+def refuse_unknown_keywords(function: Callable[P, R]) -> Callable[P, R]:
+    """``function``, whose unknown keyword arguments are an :class:`InvalidArgument` naming
+    the keyword, its value and the closest right spelling, not Python's bare ``TypeError``.
+
+    >>> @refuse_unknown_keywords
+    ... def check(loss, *, tol=None, eps=None): ...
+    >>> check(None, tolerance=1e-5)
+    Traceback (most recent call last):
+    ...
+    gradproof.InvalidArgument: `tolerance`=1e-05: is not an argument of ... did you mean `tol`? ...
+    """
+    known = _keywords(function)
+
+    @functools.wraps(function)
+    def refusing(*args: P.args, **kwargs: P.kwargs) -> R:
+        for name, value in kwargs.items():
+            if name not in known:
+                _refuse(function, name, value, known)
+        return function(*args, **kwargs)
+
+    return refusing
+
+
+def _refuse(function: Callable[..., Any], name: str, value: Any, known: list[str]) -> None:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    hint = f"did you mean `{close[0]}`? " if close else ""
+    public = _public_name(function)
+    raise invalid(
+        name,
+        value,
+        f"is not an argument of {public}",
+        f"{hint}{public}'s keyword arguments are {', '.join(known)}",
+    )
+
+
 def _public_name(function: Callable[..., Any]) -> str:
     """``gradproof.torch.gradcheck`` for the function defined in ``gradproof.torch._gradcheck``."""
+    if function.__module__.startswith("gradproof._engine"):  # gradproof.check and its kin
+        return f"gradproof.{function.__name__}"
     module = ".".join(part for part in function.__module__.split(".") if not part.startswith("_"))
     return f"{module}.{function.__name__}"
 
