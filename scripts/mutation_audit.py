@@ -43,6 +43,9 @@ TESTS = (
     "tests/test_mutants.py",
     "tests/test_modes.py",
     "tests/test_properties.py",
+    "tests/test_small_scales.py",
+    "tests/test_grad_rounding.py",
+    "tests/test_domain_edges.py",
 )
 PYTEST = (
     "-m",
@@ -352,6 +355,21 @@ MUTANTS: tuple[Mutant, ...] = (
         "truncation = 4 / 3 * np.abs(judged.numerical[rows] - d_half)",
         "truncation = 0 * np.abs(judged.numerical[rows] - d_half)",
         "a user's eps= gets no allowance for its truncation: tanh at eps=1e-2 fails",
+    ),
+    # ----------------------------------------------------------------- edges.py
+    M(
+        "Y1",
+        "edges.py",
+        "offsets[bad] = _shrunk(ctx.theta[indices[bad]], offsets[bad])",
+        "pass",
+        "a parameter at its loss's domain edge (sqrt at 1e-10) is refused, not checked",
+    ),
+    M(
+        "Y2",
+        "edges.py",
+        "if bad.size:  # the loss's own error, at the smallest step, names the point",
+        "if False:",
+        "a loss NaN at every step is judged on NaN values instead of naming its point",
     ),
     # ------------------------------------------------------------ precision.py
     M(

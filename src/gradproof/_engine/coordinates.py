@@ -23,6 +23,7 @@ import numpy as np
 
 from gradproof._engine.blocks import SUSPECTS_NOTE, blocks_of, global_signal, judge_block, unchecked
 from gradproof._engine.context import Context, ModeResult
+from gradproof._engine.edges import within_domain
 from gradproof._engine.judge import Judged, judge_elements, relative_difference, squares
 from gradproof._engine.noise import raise_unrepeatable
 from gradproof._engine.precision import POINTS, noise_from_table
@@ -59,17 +60,18 @@ def judge_coordinates(ctx: Context, indices: np.ndarray) -> Judged:
     g = ctx.g[indices]
     offsets = ctx.offsets(theta)
     if not ctx.adaptive:
-        values = ctx.evaluate(indices, offsets)
+        values = within_domain(ctx, indices, offsets)
         judged = _judge(ctx, indices, values, offsets, ctx.scheme.name)
         _confirm_kinks(ctx, indices, offsets, values, judged.kink)
         return allow_truncation(ctx, indices, values, offsets, judged)
-    pair = ctx.evaluate(indices, offsets[:, :2])
+    pair = within_domain(ctx, indices, offsets, stop=2)  # a row may shrink: see edges.py
     judged = _judge(ctx, indices, pair, offsets[:, :2], "central")
     undecided = (judged.wrong | judged.kink).nonzero()[0]
     if undecided.size == 0:
         return judged
-    more = ctx.evaluate(indices[undecided], offsets[undecided, 2:])
-    values = np.concatenate([pair[undecided], more], axis=1)
+    outer = offsets[undecided]
+    values = within_domain(ctx, indices[undecided], outer, 2, known=pair[undecided])
+    offsets[undecided] = outer
     second = _judge(ctx, indices[undecided], values, offsets[undecided], ctx.scheme.name)
     second = _near_stationary(
         ctx, indices[undecided], g[undecided], values, offsets[undecided], second

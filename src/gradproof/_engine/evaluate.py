@@ -66,6 +66,8 @@ class Evaluator:
     # The loss's own way to evaluate shifted points where it holds them (resident.py):
     # opened with the evaluator; None: every point is built here, on the host
     resident: Any = None
+    # True inside edges.within_domain: a non-finite value is returned (NaN), not raised
+    lenient: bool = False
     # The work buffer of directions() and coordinates(): theta, except inside a call
     _work: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -209,7 +211,7 @@ class Evaluator:
         reported at ``place_of(its flat position)`` (see :meth:`_scalar`)."""
         array = np.asarray(_to_numpy(values))
         self._note_dtype(array)
-        if not np.all(np.isfinite(array)):
+        if not self.lenient and not np.all(np.isfinite(array)):
             bad = int(np.flatnonzero(~np.isfinite(array.ravel()))[0])
             self._scalar(array.ravel()[bad], place_of(bad), eps_sets_steps)
         return array
@@ -329,6 +331,8 @@ class Evaluator:
             _refuse_complex(array)
             self.output_dtype = array.dtype if array.dtype.kind in "fc" else np.dtype(np.float64)
         scalar = array.reshape(()).item()
+        if not _finite(scalar) and self.lenient:
+            return math.nan
         if not _finite(scalar):
             raise invalid(
                 "loss",
