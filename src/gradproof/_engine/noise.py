@@ -20,7 +20,7 @@ for a loss that resolves float64 steps).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -52,6 +52,7 @@ EPS64 = float(np.finfo(np.float64).eps)  # looked up once: np.finfo costs micros
 TINY64 = float(np.finfo(np.float64).tiny)
 DISAGREE = 16.0  # noise in two directions this far apart: one of them missed something
 FLOAT64_DTYPE = np.dtype(np.float64)
+DTYPES_NOTE = "; params of dtype"  # where the precision line names the params' dtypes
 
 
 @dataclass(frozen=True)
@@ -322,14 +323,24 @@ def _precision_text(layout: Layout, measured: Measured) -> str:
     else:
         text = "float64"
     # Each distinct dtype once, float64 left out before any is named (str of a dtype is slow)
-    others = {b.dtype for b in layout.blocks if b.dtype != FLOAT64_DTYPE}
-    real = sorted({str(d) for d in others if d.kind != "c"} - {"float64"})
+    return text + dtypes_note({b.dtype for b in layout.blocks if b.dtype != FLOAT64_DTYPE})
+
+
+def dtypes_note(dtypes: Iterable[np.dtype[Any]]) -> str:
+    """What the precision line adds about params not in float64 ("" where all are).
+
+    >>> dtypes_note([np.dtype(np.float32), np.dtype(np.float64)])
+    '; params of dtype float32 were checked in float64'
+    """
+    dtypes = list(dtypes)
+    text = ""
+    real = sorted({str(d) for d in dtypes if d.kind != "c"} - {"float64"})
     if real:
-        text += f"; params of dtype {', '.join(real)} were checked in float64"
-    complex_kinds = sorted({str(d) for d in others if d.kind == "c"})
+        text += f"{DTYPES_NOTE} {', '.join(real)} were checked in float64"
+    complex_kinds = sorted({str(d) for d in dtypes if d.kind == "c"})
     if complex_kinds:
         text += (
-            f"; params of dtype {', '.join(complex_kinds)} were checked as their real and "
+            f"{DTYPES_NOTE} {', '.join(complex_kinds)} were checked as their real and "
             "imaginary parts, in float64"
         )
     return text

@@ -134,8 +134,7 @@ def validate_passed_on(
         if name in passed_on:
             continue
         arguments = [*_keywords(where), *also]
-        close = difflib.get_close_matches(name, [*arguments, *passed_on], n=1, cutoff=0.5)
-        hint = f"did you mean `{close[0]}`? " if close else ""
+        hint = _did_you_mean(name, [*arguments, *passed_on])
         public = _public_name(where)
         raise invalid(
             name,
@@ -170,15 +169,19 @@ def refuse_unknown_keywords(function: Callable[P, R]) -> Callable[P, R]:
 
 
 def _refuse(function: Callable[..., Any], name: str, value: Any, known: list[str]) -> None:
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
-    hint = f"did you mean `{close[0]}`? " if close else ""
     public = _public_name(function)
     raise invalid(
         name,
         value,
         f"is not an argument of {public}",
-        f"{hint}{public}'s keyword arguments are {', '.join(known)}",
+        f"{_did_you_mean(name, known)}{public}'s keyword arguments are {', '.join(known)}",
     )
+
+
+def _did_you_mean(name: str, spellings: list[str]) -> str:
+    """``"did you mean `tol`? "`` for the closest of ``spellings`` to ``name``, or ""."""
+    close = difflib.get_close_matches(name, spellings, n=1, cutoff=0.5)
+    return f"did you mean `{close[0]}`? " if close else ""
 
 
 def _public_name(function: Callable[..., Any]) -> str:

@@ -23,8 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradproof._engine.noise import DTYPES_NOTE, dtypes_note
+
 Scalar = Callable[[list[Any]], Any]
-SUFFIX = "; params of dtype"  # where the engine's precision line names the leaves' dtypes
 
 
 def below_float64(dtype: Any) -> bool:
@@ -99,14 +100,4 @@ def precision_text(engine_text: str, dtypes: list[np.dtype[Any]]) -> str:
     >>> precision_text("float64", [np.dtype(np.float32), np.dtype(np.float64)])
     'float64; params of dtype float32 were checked in float64'
     """
-    text = engine_text.split(SUFFIX)[0]
-    real = sorted({str(d) for d in dtypes if d.kind != "c"} - {"float64"})
-    if real:
-        text += f"{SUFFIX} {', '.join(real)} were checked in float64"
-    kinds = sorted({str(d) for d in dtypes if d.kind == "c"})
-    if kinds:
-        text += (
-            f"{SUFFIX} {', '.join(kinds)} were checked as their real and imaginary parts, "
-            "in float64"
-        )
-    return text
+    return engine_text.split(DTYPES_NOTE)[0] + dtypes_note(dtypes)
