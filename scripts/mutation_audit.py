@@ -238,8 +238,8 @@ MUTANTS: tuple[Mutant, ...] = (
     M(
         "S7",
         "schemes.py",
-        "return (theta[:, None] + nominal) - theta[:, None]",
-        "return nominal",
+        "return (theta[:, None] + offsets) - theta[:, None]",
+        "return offsets",
         "steps not representable: each difference carries one more rounding error",
     ),
     M(
@@ -360,8 +360,8 @@ MUTANTS: tuple[Mutant, ...] = (
     M(
         "Y1",
         "edges.py",
-        "offsets[bad] = _shrunk(ctx.theta[indices[bad]], offsets[bad])",
-        "pass",
+        "for _ in range(SHRINKS):",
+        "for _ in range(0):",
         "a parameter at its loss's domain edge (sqrt at 1e-10) is refused, not checked",
     ),
     M(

@@ -101,3 +101,17 @@ def evaluate_offsets(
             fix,
         )
     return values
+
+
+def refuse_complex_value(array: np.ndarray) -> None:
+    """The loss's first value (at the base point, a real point) must be real."""
+    if array.dtype.kind == "c":
+        raise invalid(
+            "loss",
+            complex(array.reshape(-1)[0]),
+            f"returned a complex number ({array.dtype}) at the base point, but gradproof checks "
+            "the derivative of a real-valued loss (complex parameters are checked as pairs of "
+            "real coordinates)",
+            "return the real quantity you mean: np.real(z) (or z.real), or abs(z) ** 2 for a "
+            "power; an FFT-based loss often forgets the np.real of its inverse transform",
+        )

@@ -69,9 +69,8 @@ def judge_coordinates(ctx: Context, indices: np.ndarray) -> Judged:
     undecided = (judged.wrong | judged.kink).nonzero()[0]
     if undecided.size == 0:
         return judged
-    outer = offsets[undecided]
-    values = within_domain(ctx, indices[undecided], outer, 2, known=pair[undecided])
-    offsets[undecided] = outer
+    more = ctx.evaluate(indices[undecided], offsets[undecided, 2:])  # inside the pair
+    values = np.concatenate([pair[undecided], more], axis=1)
     second = _judge(ctx, indices[undecided], values, offsets[undecided], ctx.scheme.name)
     second = _near_stationary(
         ctx, indices[undecided], g[undecided], values, offsets[undecided], second

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from gradproof._engine.budget import SERIAL_FIX, Limits
-from gradproof._engine.calls import Loss, call_loss
+from gradproof._engine.calls import Loss, call_loss, refuse_complex_value
 from gradproof._engine.resident import Declined, open_resident
 from gradproof._engine.shifts import Along, as_along, shift_span
 from gradproof._engine.tree import Layout
@@ -66,7 +67,7 @@ class Evaluator:
     # The loss's own way to evaluate shifted points where it holds them (resident.py):
     # opened with the evaluator; None: every point is built here, on the host
     resident: Any = None
-    # True inside edges.within_domain: a non-finite value is returned (NaN), not raised
+    # True inside allowing_nonfinite(): a non-finite value is returned (NaN), not raised
     lenient: bool = False
     # The work buffer of directions() and coordinates(): theta, except inside a call
     _work: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
@@ -74,6 +75,17 @@ class Evaluator:
     def __post_init__(self) -> None:
         if self.resident is None:
             self.resident = open_resident(self.loss, self.layout, self.theta, self.batched)
+
+    @contextmanager
+    def allowing_nonfinite(self) -> Iterator[None]:
+        """Within: a non-finite loss value is returned as NaN instead of raising (see
+        ``edges.within_domain``, which shrinks those coordinates' steps); in this process
+        only, not on workers (``workers=``, ``executor=``), whose evaluators raise."""
+        before, self.lenient = self.lenient, True
+        try:
+            yield
+        finally:
+            self.lenient = before
 
     def know_gradient(self, g: np.ndarray) -> None:
         """Tell the loss's resident evaluation the gradient under test (for ``g . u``)."""
@@ -328,12 +340,12 @@ class Evaluator:
                 "reduce the output to one number, e.g. with .sum() or .mean()",
             )
         if self.output_dtype is None:
-            _refuse_complex(array)
+            refuse_complex_value(array)
             self.output_dtype = array.dtype if array.dtype.kind in "fc" else np.dtype(np.float64)
         scalar = array.reshape(()).item()
-        if not _finite(scalar) and self.lenient:
-            return math.nan
         if not _finite(scalar):
+            if self.lenient:  # inside allowing_nonfinite(): the caller deals with it
+                return math.nan
             raise invalid(
                 "loss",
                 scalar,
@@ -343,20 +355,6 @@ class Evaluator:
                 + (" or choose a smaller step `eps`" if eps_sets_steps else ""),
             )
         return scalar
-
-
-def _refuse_complex(array: np.ndarray) -> None:
-    """The loss's first value (at the base point, a real point) must be real."""
-    if array.dtype.kind == "c":
-        raise invalid(
-            "loss",
-            complex(array.reshape(-1)[0]),
-            f"returned a complex number ({array.dtype}) at the base point, but gradproof checks "
-            "the derivative of a real-valued loss (complex parameters are checked as pairs of "
-            "real coordinates)",
-            "return the real quantity you mean: np.real(z) (or z.real), or abs(z) ** 2 for a "
-            "power; an FFT-based loss often forgets the np.real of its inverse transform",
-        )
 
 
 def _place_in(indices: np.ndarray, offsets: np.ndarray, flat: int) -> tuple[int, Any]:

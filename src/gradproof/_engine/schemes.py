@@ -73,9 +73,7 @@ class Scheme:
         if self.is_complex:
             return np.outer(h, np.array(self.multiples, dtype=np.complex128))
         nominal = np.outer(h, np.array(self.multiples, dtype=np.float64))
-        if not exact:
-            return nominal
-        return (theta[:, None] + nominal) - theta[:, None]
+        return representable(theta, nominal) if exact else nominal
 
     def combine(
         self, j0: float, values: np.ndarray, offsets: np.ndarray, delta: float | np.ndarray
@@ -104,6 +102,12 @@ def _central(j0: float, values: np.ndarray, offsets: np.ndarray, delta: Noise) -
     # truncation error (the judge allows a relative slack for it instead).
     error = 2 * delta / (hp + hm)
     return Estimate(value, error, forward, 2 * delta / hp, backward, 2 * delta / hm, error)
+
+
+def representable(theta: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """``offsets`` (one row per coordinate) made exactly representable next to ``theta``:
+    ``(θ + o) - θ == o``, so that a difference carries no rounding of the step."""
+    return (theta[:, None] + offsets) - theta[:, None]
 
 
 def _richardson(j0: float, values: np.ndarray, offsets: np.ndarray, delta: Noise) -> Estimate:

@@ -28,7 +28,7 @@ import numpy as np
 from gradproof._engine.context import Context
 from gradproof._engine.judge import SAFETY, Judged, judge_elements
 from gradproof._engine.precision import FLOAT64
-from gradproof._engine.schemes import SCHEMES, Estimate
+from gradproof._engine.schemes import SCHEMES, Estimate, representable
 
 SHRINK = 16.0  # each level's step, next to the one before
 LEVELS = 5  # at most this many levels: steps down to 16^-5 (about 1e-6) of the first
@@ -77,7 +77,7 @@ def settle(
         if rows.size == 0 or not _affordable(ctx, 4 * rows.size):
             break  # a budget that cannot pay keeps the verdicts reached so far
         tried[rows] = True
-        small = _exact(theta[rows], offsets[rows] / SHRINK ** level[rows][:, None])
+        small = representable(theta[rows], offsets[rows] / SHRINK ** level[rows][:, None])
         est = _estimate(ctx, indices[rows], ctx.evaluate(indices[rows], small), small)
         part = _judged(ctx, indices[rows], est)
         for name, array in _arrays(part).items():
@@ -165,7 +165,8 @@ def _moves_when_shrunk(
     rows = rows[(depth[rows] >= 1) & _room(offsets[rows], ctx.theta[indices[rows]], depth[rows])]
     if rows.size == 0 or not _affordable(ctx, 2 * rows.size):
         return moved, depth, central
-    pair = _exact(ctx.theta[indices[rows]], offsets[rows, :2] / SHRINK ** depth[rows][:, None])
+    shorter = offsets[rows, :2] / SHRINK ** depth[rows][:, None]
+    pair = representable(ctx.theta[indices[rows]], shorter)
     values = ctx.evaluate(indices[rows], pair)
     width = pair[:, 0] - pair[:, 1]
     with np.errstate(invalid="ignore", over="ignore"):
@@ -216,7 +217,7 @@ def _quiet_enough(g: np.ndarray, est: Estimate) -> np.ndarray:
 def _room(offsets: np.ndarray, theta: np.ndarray, level: int | np.ndarray) -> np.ndarray:
     """Rows whose offsets, ``SHRINK**level`` times smaller (a level per row, or one for
     all), are still nonzero, and the half steps still shorter, once made exact."""
-    small = _exact(theta, offsets / np.reshape(SHRINK ** np.asarray(level), (-1, 1)))
+    small = representable(theta, offsets / np.reshape(SHRINK ** np.asarray(level), (-1, 1)))
     nonzero = np.all(small != 0, axis=1)
     halves = np.abs(small[:, 2:]) < np.abs(small[:, :2])
     return np.asarray(nonzero & np.all(halves, axis=1))
@@ -225,11 +226,6 @@ def _room(offsets: np.ndarray, theta: np.ndarray, level: int | np.ndarray) -> np
 def _affordable(ctx: Context, need: int) -> bool:
     """Whether the check's budget leaves room for ``need`` more evaluations."""
     return not ctx.budget.limited or ctx.budget.left(ctx.evaluator.evaluations, need)
-
-
-def _exact(theta: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """``offsets`` made exactly representable next to ``theta`` ((θ + o) - θ == o)."""
-    return (theta[:, None] + offsets) - theta[:, None]
 
 
 def _arrays(judged: Judged) -> dict[str, np.ndarray]:
