@@ -133,7 +133,7 @@ def check_module(
     refuse_complex_scheme(options)
     _warn_if_training(model)
     params = {name: to_numpy64(t) for name, t in [*((n, own[n]) for n in names), *inputs.items()]}
-    lent = [model, *([loss_fn] if isinstance(loss_fn, torch.nn.Module) else [])]
+    lent = _lent(model, loss_fn)
     with fixed_randomness([*own.values(), *inputs.values()]), borrowed(lent, target):
         seed = int(options.get("seed", 0))
         loss = _ModuleLoss(model, loss_fn, batch, target, (names, list(inputs)), seed)
@@ -204,6 +204,11 @@ def _warn_if_training(model: torch.nn.Module) -> None:
         )
 
 
+def _lent(model: torch.nn.Module, loss_fn: Any) -> list[torch.nn.Module]:
+    """The modules a check lends itself: the model, and ``loss_fn`` where it is one."""
+    return [model, *([loss_fn] if isinstance(loss_fn, torch.nn.Module) else [])]
+
+
 class _ModuleLoss:
     """``loss(params)`` on the borrowed model; ``params`` maps names to arrays.
 
@@ -234,7 +239,7 @@ class _ModuleLoss:
             self.tensors[name].requires_grad_(True)
         self.names = [*checked[0], *checked[1]]
         self.reseed = Reseed(seed, list(own.values()))
-        self.lent = [model, *([loss_fn] if isinstance(loss_fn, torch.nn.Module) else [])]
+        self.lent = _lent(model, loss_fn)
         self.buffers = Buffers(self.lent)  # restored before every evaluation, as it was here
         self.needs_grad = False  # evaluated with grad enabled, as training does: see gradient
         self.use_vmap = True

@@ -121,10 +121,10 @@ def as_outputs(value: Any) -> tuple[Any, ...]:
     hold) is widened to float32, exactly and differentiably.
     """
     raw = tuple(value) if isinstance(value, (tuple, list)) else (value,)
-    return tuple(real_view(o) for o in raw)
+    return tuple(_real_view(o) for o in raw)
 
 
-def real_view(value: Any) -> Any:
+def _real_view(value: Any) -> Any:
     if isinstance(value, torch.Tensor) and value.is_complex() and value.layout == torch.strided:
         # view_as_real needs a last dimension of stride 1 (a transposed output has not)
         return torch.view_as_real(value.resolve_conj().contiguous())
