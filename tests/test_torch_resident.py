@@ -360,9 +360,13 @@ def test_gradcheck_evaluated_in_place_gives_the_hosts_verdict(func, fast_mode):
     x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
     w = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
     (resident, host), opened = _gradcheck_both_ways(func, (x, w), fast_mode=fast_mode)
-    assert "TensorResident" in opened
+    correct = func != _Skewed.apply
+    if fast_mode and correct:  # fast mode's screen clears it: no full check runs at all
+        assert opened == []
+    else:
+        assert "TensorResident" in opened
     assert resident == host
-    assert (resident is True) == (func != _Skewed.apply)
+    assert (resident is True) == correct
 
 
 def test_a_func_that_runs_autograd_itself_is_evaluated_in_place_with_gradients():

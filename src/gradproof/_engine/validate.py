@@ -7,7 +7,7 @@ import functools
 import inspect
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
@@ -168,7 +168,7 @@ def refuse_unknown_keywords(function: Callable[P, R]) -> Callable[P, R]:
     return refusing
 
 
-def _refuse(function: Callable[..., Any], name: str, value: Any, known: list[str]) -> None:
+def _refuse(function: Callable[..., Any], name: str, value: Any, known: Sequence[str]) -> None:
     public = _public_name(function)
     raise invalid(
         name,
@@ -178,7 +178,7 @@ def _refuse(function: Callable[..., Any], name: str, value: Any, known: list[str
     )
 
 
-def _did_you_mean(name: str, spellings: list[str]) -> str:
+def _did_you_mean(name: str, spellings: Sequence[str]) -> str:
     """``"did you mean `tol`? "`` for the closest of ``spellings`` to ``name``, or ""."""
     close = difflib.get_close_matches(name, spellings, n=1, cutoff=0.5)
     return f"did you mean `{close[0]}`? " if close else ""
@@ -192,10 +192,11 @@ def _public_name(function: Callable[..., Any]) -> str:
     return f"{module}.{function.__name__}"
 
 
-def _keywords(function: Callable[..., Any], only: bool = False) -> list[str]:
+@functools.lru_cache(maxsize=64)  # gradproof's own functions, whose signatures do not change
+def _keywords(function: Callable[..., Any], only: bool = False) -> tuple[str, ...]:
     """The names ``function`` takes by keyword (``**options`` left out; ``only``: its
     keyword-only ones, those after ``*``)."""
     kinds: set[inspect._ParameterKind] = {inspect.Parameter.KEYWORD_ONLY}
     if not only:
         kinds.add(inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return [p.name for p in inspect.signature(function).parameters.values() if p.kind in kinds]
+    return tuple(p.name for p in inspect.signature(function).parameters.values() if p.kind in kinds)

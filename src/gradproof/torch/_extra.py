@@ -95,7 +95,9 @@ def within_nondet_tol(report: Report, nondet_tol: float) -> Report:
     return dataclasses.replace(report, blocks=blocks, suspects=failing, status=status)
 
 
-def undefined_backward(loss: FunctionLoss, seed: int, check: Check) -> list[Outcome | None]:
+def undefined_backward(
+    loss: FunctionLoss, seed: int, check: Callable[..., Report | None]
+) -> list[Outcome | None]:
     """Undefined output gradients: all of them (zero gradients), then each alone (as zeros).
 
     None stands for a check that passed without a report.
@@ -141,9 +143,13 @@ def _all_undefined(loss: FunctionLoss) -> Outcome | None:
 
 
 def _one_undefined(
-    loss: FunctionLoss, weights: tuple[torch.Tensor, ...], k: int, check: Check
-) -> Outcome:
-    """Output ``k``'s gradient undefined (left out of the backward): it must act as zero."""
+    loss: FunctionLoss,
+    weights: tuple[torch.Tensor, ...],
+    k: int,
+    check: Callable[..., Report | None],
+) -> Outcome | None:
+    """Output ``k``'s gradient undefined (left out of the backward): it must act as zero
+    (``check`` gives None where fast mode's screen clears it)."""
     what = f"backward ({UNDEFINED}: output {k}'s gradient undefined, None in backward)"
     others = [j for j in range(len(loss.graph)) if j != k]
     try:
@@ -158,7 +164,8 @@ def _one_undefined(
         return _raised(loss, what, error)
     zeroed = tuple(torch.zeros_like(w) if j == k else w for j, w in enumerate(weights))
     context = f"the other outputs, projected on a random vector (output {k}'s weight zero)"
-    return Outcome(what, context, check(zeroed, loss.as_arrays(grads)))
+    report = check(zeroed, loss.as_arrays(grads))
+    return None if report is None else Outcome(what, context, report)
 
 
 def undefined_forward(loss: FunctionLoss) -> Outcome | None:

@@ -135,11 +135,17 @@ def gradcheck(
             element) against the same numerical derivatives as the backward.
         check_backward_ad: check the backward (default True); False with
             ``check_forward_ad=True`` checks the jvp alone.
-        fast_mode: use gradproof's ``mode="probe"`` where the checked inputs
-            hold more than 1,024 real coordinates (32 where ``func`` cannot run
-            under vmap); below that, checking every coordinate costs less, so
-            fast mode is never slower than the default. torch's rule, where
-            given, is still checked on the full Jacobians.
+        fast_mode: screen first: two random directional derivatives per input
+            (all their points in one call of ``func``), judged by the error
+            model; a backward the screen clears passes with no further check (a
+            wrong element ``r`` times the screen's tolerance is missed with
+            probability at most ``(0.8 / r) ** 2`` per input). What it cannot clear
+            (a wrong element, unforeseen noise, a kink) gets the full check,
+            whose verdict and report stand: gradproof's ``mode="probe"`` where
+            the checked inputs hold more than 1,024 real coordinates (32 where
+            ``func`` cannot run under vmap), every coordinate below that. Complex
+            inputs, torch's rule (still checked on the full Jacobians) and
+            gradproof.check's options (``tol``, ``eps``...) skip the screen.
         masked: None, False or True: as in torch, it matters for sparse inputs
             only, which gradproof refuses naming their layout and the dense
             (``to_dense()``) or values-only alternative for that ``masked``.

@@ -11,12 +11,16 @@ checks it ran, and the failures among them.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 import gradproof
+from gradproof._engine.screen import clears
 from gradproof._report import Report
 from gradproof.torch._extra import (
     batched_backward,
@@ -66,21 +70,53 @@ class Run:
         *,
         rule: TorchRule | None,
         options: TorchOptions,
-        engine: dict[str, Any],
+        engine: Callable[[], dict[str, Any]],
         seed: int,
         forward_option: str = "check_forward_ad",
+        screens: bool = False,
     ) -> None:
         self.loss, self.params, self.plan = loss, params, plan
-        self.rule, self.options, self.engine, self.seed = rule, options, engine, seed
+        self.rule, self.options, self.seed = rule, options, seed
+        self._engine = engine  # gradproof.check's options, made when the first check needs them
         self.forward_option = forward_option  # as the user named it, for misuse errors
         self.shapes = {n: tuple(a.shape) for n, a in params.items()}
         self.evaluated = False  # the first check evaluates func; the later ones replay it
+        # fast_mode: a backward the screen clears (gradproof._engine.screen) needs no check
+        self.screens = screens and not any(np.iscomplexobj(a) for a in params.values())
+
+    def screened(self, weights: tuple[torch.Tensor, ...], grad: dict[str, np.ndarray]) -> bool:
+        """Whether fast mode's screen clears ``grad`` on every input: a few random
+        directional derivatives per input, all evaluated in one call."""
+        if not self.screens or any(o.is_complex() for o in self.loss.outputs):
+            return False
+        names = [n for n in self.params if self.params[n].size]
+        stops = np.cumsum([0] + [self.params[n].size for n in names]).tolist()
+        spans = [slice(lo, hi) for lo, hi in itertools.pairwise(stops)]
+        theta = np.concatenate([self.params[n].ravel() for n in names])
+        g = np.concatenate([np.asarray(grad[n], dtype=np.float64).ravel() for n in names])
+        weighted = WeightedLoss(self.loss, weights, replay=False)
+
+        def values(points: np.ndarray) -> np.ndarray:
+            batch = {
+                n: points[:, span].reshape(len(points), *self.shapes[n])
+                for n, span in zip(names, spans, strict=True)
+            }
+            return weighted(batch).detach().cpu().numpy()
+
+        terms = zip(self.loss.outputs, weights, strict=True)
+        magnitude = float(sum(float((o.abs() * w.abs()).sum()) for o, w in terms))
+        return clears(values, theta, g, spans, seed=self.seed, magnitude=magnitude)
 
     def check(self, weights: tuple[torch.Tensor, ...], grad: dict[str, np.ndarray]) -> Report:
         """gradproof's check of ``grad`` against the derivative of ``sum_k <w_k, out_k>``."""
         weighted = WeightedLoss(self.loss, weights, replay=self.evaluated)
         self.evaluated = True
         return gradproof.check(weighted, self.params, grad, **self.engine)
+
+    @functools.cached_property
+    def engine(self) -> dict[str, Any]:
+        """gradproof.check's options (whether func runs under vmap is tried here, once)."""
+        return self._engine()
 
     def tally(self, values: tuple[Any, ...]) -> Tally:
         """Every check the options ask for: the backward's, then the jvp's."""
@@ -97,12 +133,15 @@ class Run:
 def backward_stage(run: Run) -> Tally:
     """The backward on every reduction (run twice: ``nondet_tol``), torch's rule, the extras."""
     tally = Tally()
-    outcomes = []
+    outcomes: list[Outcome | None] = []
     for reduction in run.plan:
         grad, nondeterministic = reentrancy(run.loss, reduction, run.options.nondet_tol)
         if nondeterministic is not None:  # not judged as wrong elements: it is noise
             tally.add(nondeterministic)
             return tally
+        if run.screened(reduction.weights, grad):  # fast_mode: cleared, a pass
+            outcomes.append(None)
+            continue
         report = within_nondet_tol(run.check(reduction.weights, grad), run.options.nondet_tol)
         outcomes.append(Outcome(BACKWARD, reduction.context, report))
     judged = _judged(run, outcomes, None)
@@ -110,7 +149,7 @@ def backward_stage(run: Run) -> Tally:
     if run.options.check_undefined_grad:
         # first: a backward that misreads an undefined gradient fails the projections
         # too (one backward per output, as torch's Jacobian), and this names the cause
-        for outcome in undefined_backward(run.loss, run.seed, check):
+        for outcome in undefined_backward(run.loss, run.seed, screened(run, check)):
             tally.add(outcome)
     tally.extend(judged)
     if run.options.check_batched_grad:
@@ -134,6 +173,15 @@ def ruled(run: Run) -> Any:
         return report
 
     return check
+
+
+def screened(run: Run, check: Any) -> Any:
+    """``check``, giving None (a pass) where fast mode's screen clears the gradient."""
+
+    def first_screened(weights: tuple[torch.Tensor, ...], grad: dict[str, np.ndarray]) -> Any:
+        return None if run.screened(weights, grad) else check(weights, grad)
+
+    return first_screened
 
 
 def forward_stage(run: Run) -> Tally:
@@ -171,16 +219,18 @@ def _batched_forward(run: Run) -> Outcome:
     return Outcome(what, reduction.context, ruled(run)(reduction.weights, grad))
 
 
-def _judged(run: Run, outcomes: list[Outcome], analytic: Jacobians | None) -> Tally:
-    """The reductions' failures, with torch's rule deciding where it is given."""
+def _judged(run: Run, outcomes: Sequence[Outcome | None], analytic: Jacobians | None) -> Tally:
+    """The reductions' failures (None: one the screen cleared), with torch's rule deciding
+    where it is given (the screen runs only where it is not)."""
     tally = Tally(total=len(outcomes) + (run.rule is not None))
-    failures = [o for o in outcomes if not o.report.passed]
-    if run.rule is None:
+    failures = [o for o in outcomes if o is not None and not o.report.passed]
+    first = outcomes[0] if outcomes else None
+    if run.rule is None or first is None:
         tally.failures = failures
         return tally
-    broken = run.rule.check(run.loss, run.params, outcomes[0].report, analytic)
+    broken = run.rule.check(run.loss, run.params, first.report, analytic)
     if broken is None:  # the rule holds: it forgives the failures it decides
         tally.failures = [o for o in failures if not rule_decides(o.report)]
     else:
-        tally.failures = [Outcome(outcomes[0].what, run.rule.describe(), broken), *failures]
+        tally.failures = [Outcome(first.what, run.rule.describe(), broken), *failures]
     return tally

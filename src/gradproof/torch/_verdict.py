@@ -104,8 +104,11 @@ def verdict(
             seed=seed,
             owner=subject.owner,
         )
-        batched = config.batched and loss.vmap_works(params)
-        engine = {**config.engine, "batched": batched, **_fast_mode(config, params, batched)}
+
+        def engine() -> dict[str, Any]:  # at the first full check: a screen may clear them all
+            batched = config.batched and loss.vmap_works(params)
+            return {**config.engine, "batched": batched, **_fast_mode(config, params, batched)}
+
         run = Run(
             loss,
             params,
@@ -115,6 +118,7 @@ def verdict(
             engine=engine,
             seed=seed,
             forward_option=subject.forward_option,
+            screens=_screens(config),
         )
         loss.cache.enabled = _replays(config, plan, loss)
         tally = run.tally(values)
@@ -154,6 +158,18 @@ def _fast_mode(config: Config, params: dict[str, Any], batched: bool) -> dict[st
     """``{"mode": "probe"}`` where ``fast_mode`` asks for speed and probing gives it."""
     size = sum(as_pairs(a).size for a in params.values())  # real coordinates
     return {"mode": "probe"} if config.fast_mode and size > FAST_MODE_FULL_UP_TO[batched] else {}
+
+
+# gradproof.check's options that leave fast mode's screen in place: any other (tol, eps,
+# scheme, noise...) asks for the full check's own judgement
+SCREEN_KEEPS = frozenset({"seed", "progress"})
+
+
+def _screens(config: Config) -> bool:
+    """Whether fast mode screens first: asked for, with gradproof's error model (no torch
+    rule) and no option of the full check's given."""
+    given = {k for k, v in config.engine.items() if v is not None}
+    return config.fast_mode and config.rule is None and given <= SCREEN_KEEPS
 
 
 def _replays(config: Config, plan: list[Any], loss: FunctionLoss) -> bool:

@@ -1,0 +1,130 @@
+"""A quick screen that clears a correct gradient in a few evaluations: fast mode's first step.
+
+Per block, ``DIRECTIONS`` random directional derivatives are compared with the
+gradient's: ``a = g . v`` against Richardson's estimate along ``v`` (4 points
+each; all the points of every block go to the loss in one call, with the base
+point). ``v_i = z_i * max(|theta_i|, 1)``, ``z`` standard normal: a wrong
+element (or several, whatever their errors) ``r`` times the screen's tolerance
+is missed by one direction with probability at most ``0.8 / r`` (the chance
+that a Gaussian sum of the errors lands within the tolerance), by all of them
+with at most ``(0.8 / r) ** DIRECTIONS``.
+
+The screen can only clear. Each direction is judged by the check's own judge
+(:func:`~gradproof._engine.judge.judge_elements`) with a noise bound from a
+model instead of a measurement (``ROUNDOFF`` units of roundoff of the loss's
+magnitude, plus the rounding of the shifted points), and it clears the block
+only where every direction agrees within a tolerance of at most ``SHARE`` of
+the size of the derivative's terms (``sum_i |g_i v_i|``), away from kinks:
+noise the model does not foresee (a float32 loss, randomness), a kink or a
+wrong element all leave the block to the full check, whose verdict then
+stands. So the screen never turns a pass into a failure; it trades the full
+check's coverage of every coordinate for speed where the gradient is right.
+
+>>> import numpy as np
+>>> theta = np.array([0.3, -1.2, 2.0])
+>>> loss = lambda rows: np.sum(np.sin(rows), axis=1)
+>>> clears(loss, theta, np.cos(theta), [slice(0, 3)], seed=0, magnitude=3.0)
+True
+>>> clears(loss, theta, np.cos(theta) * [1, 1, 1.001], [slice(0, 3)], seed=0, magnitude=3.0)
+False
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+
+import numpy as np
+
+from gradproof._engine.judge import judge_elements
+from gradproof._engine.schemes import SCHEMES, default_step
+
+DIRECTIONS = 2  # random directions per block
+ROUNDOFF = 16.0  # units of roundoff of the loss's magnitude allowed in one value
+SHARE = 1e-4  # the largest tolerance, relative to the derivative's terms, that may clear
+RTOL = 1e-8  # the judge's relative slack, as the full check's with Richardson in float64
+EPS = 2.0**-52
+SCHEME = SCHEMES["richardson"]
+STEP = default_step("richardson", EPS)
+
+
+def screen_points(
+    theta: np.ndarray, spans: Sequence[slice], seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The directions (one row per direction, ``DIRECTIONS`` per span, zero off their
+    span) and the points to evaluate: the base point, then each direction's four."""
+    bounds = tuple((span.start, span.stop) for span in spans)
+    directions = _normals(seed, theta.size, bounds) * np.maximum(np.abs(theta), 1.0)
+    steps = np.real(np.array(SCHEME.multiples, dtype=np.complex128)) * STEP
+    shifted = theta + steps[None, :, None] * directions[:, None, :]  # (d, 4, n)
+    return directions, np.concatenate([theta[None, :], shifted.reshape(-1, theta.size)])
+
+
+@lru_cache(maxsize=32)  # a test suite checks the same shapes with the same seed many times
+def _normals(seed: int, size: int, bounds: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """``DIRECTIONS`` standard normal rows per span, zero off it (read-only: shared)."""
+    rng = np.random.default_rng([seed, 0x5C4EE9])
+    normals = np.zeros((DIRECTIONS * len(bounds), size))
+    for k, (lo, hi) in enumerate(bounds):
+        normals[k * DIRECTIONS : (k + 1) * DIRECTIONS, lo:hi] = rng.standard_normal(
+            (DIRECTIONS, hi - lo)
+        )
+    normals.flags.writeable = False
+    return normals
+
+
+def judge_screen(
+    values: np.ndarray,
+    theta: np.ndarray,
+    g: np.ndarray,
+    directions: np.ndarray,
+    points: np.ndarray,
+    magnitude: float,
+) -> bool:
+    """Whether every direction's numerical derivative (from ``values``, the loss at
+    ``points``) clears ``g . v`` within a small tolerance, away from kinks."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if values.size != points.shape[0] or not np.all(np.isfinite(values)):
+        return False
+    table = values[1:].reshape(directions.shape[0], -1)
+    # The steps actually taken along each direction: t_k, measured on the shifted points
+    # would need a pass per point; the points' own rounding is in the noise bound instead.
+    steps = np.real(np.array(SCHEME.multiples, dtype=np.complex128)) * STEP
+    offsets = np.broadcast_to(steps, table.shape)
+    analytic = directions @ g
+    with np.errstate(over="ignore", invalid="ignore"):
+        rounding = EPS * (np.abs(directions) * STEP + np.abs(theta)) @ np.abs(g)
+        noise = ROUNDOFF * EPS * max(magnitude, float(np.max(np.abs(values)))) + rounding
+        estimate = SCHEME.combine(float(values[0]), table, offsets, noise)
+        judged = judge_elements(analytic, estimate, SCHEME.name, RTOL)
+        # the derivative's size before its terms cancel: a direction whose derivative
+        # happens to be small is judged against its terms, not against their sum; one
+        # over a block whose gradient is all zero, against the other blocks' terms
+        terms = np.abs(directions) @ np.abs(g)
+        terms[terms == 0] = np.max(terms, initial=0.0)
+        tight = judged.tolerance <= SHARE * terms
+    unclear = judged.unclear if judged.unclear is not None else False
+    return bool(np.all(~judged.wrong & ~judged.kink & ~unclear & tight))
+
+
+def clears(
+    loss: Callable[[np.ndarray], np.ndarray],
+    theta: np.ndarray,
+    g: np.ndarray,
+    spans: Sequence[slice],
+    *,
+    seed: int,
+    magnitude: float,
+) -> bool:
+    """Whether the screen clears ``g`` on every span: ``loss`` maps a (points, n) array of
+    parameter vectors to their values in one call; ``magnitude`` is the size of the terms
+    the loss sums (its roundoff's scale), at least ``|J(theta)|``. A loss that raises
+    leaves the gradient to the full check (False), which reports the error."""
+    if not np.any(g):  # no derivative's size to judge a tolerance against: the full check
+        return False
+    directions, points = screen_points(theta, spans, seed)
+    try:
+        values = loss(points)
+    except Exception:  # the full check evaluates the same loss and names the error
+        return False
+    return judge_screen(values, theta, g, directions, points, magnitude)
