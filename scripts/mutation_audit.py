@@ -46,6 +46,8 @@ TESTS = (
     "tests/test_small_scales.py",
     "tests/test_grad_rounding.py",
     "tests/test_domain_edges.py",
+    "tests/test_screen.py",
+    "tests/test_torch_fast_screen.py",
 )
 PYTEST = (
     "-m",
@@ -461,8 +463,8 @@ MUTANTS: tuple[Mutant, ...] = (
     # ------------------------------------------------------------- evaluate.py
     M(
         "E1",
-        "probe.py",
-        "np.add(theta, scratch, out=out)",
+        "shifts.py",
+        "np.add(scratch, theta, out=out)",
         "np.subtract(theta, scratch, out=out)",
         "probe directions walk the wrong way: every probe's estimate has the wrong sign",
     ),
@@ -645,11 +647,41 @@ MUTANTS: tuple[Mutant, ...] = (
         "a probe across a kink is judged on the central pair alone",
     ),
     M(
+        "R7",
+        "probe.py",
+        "kinked = real.kink or node.kink or any(p.kink for p in made)",
+        "kinked = real.kink or any(p.kink for p in made)",
+        "a part wrong by subtraction past a kink is unresolved: a right layer with ReLU "
+        "inputs at 0 fails in probe mode",
+    ),
+    M(
+        "R8",
+        "probe.py",
+        "if node.size - half > 1 and abs(right_error) > CARRIES * right_tolerance:",
+        "if False:",
+        "every right half probed: bisection costs twice the evaluations it needs",
+    ),
+    M(
         "R6",
         "probe.py",
         "self.cost = self.steps.size",
         "self.cost = 2",
         "a probe is budgeted at 2 evaluations though refining costs 4: budgets overrun",
+    ),
+    # --------------------------------------------------------------- screen.py
+    M(
+        "Q1",
+        "screen.py",
+        "SHARE = 1e-4",
+        "SHARE = 1e9",
+        "the screen clears whatever its tolerance: a noisy loss's garbage estimate passes",
+    ),
+    M(
+        "Q3",
+        "screen.py",
+        "terms[terms == 0] = np.max(terms, initial=0.0)",
+        "pass",
+        "a block the loss does not depend on is never cleared: fast mode runs the full check",
     ),
     # -------------------------------------------------------- probe_verdict.py
     M(

@@ -69,6 +69,21 @@ def test_bisection_names_one_wrong_element_in_a_large_block_in_o_log_n_evaluatio
     assert report.evaluations < 2 * n / 50
 
 
+def test_a_right_half_wrong_by_subtraction_costs_no_evaluation_of_its_own():
+    """The wrong element last in its block: every halving's left half passes and its right
+    half carries the parent's error, known by subtraction. Each halving then costs the left
+    half's central pair alone: 4 more halvings, about 8 more evaluations (16 when each right
+    half was probed too)."""
+    spent = {}
+    for n in (2**10, 2**14):
+        loss, _, params, grad = sines((("W", (n,)),))
+        grad["W"][n - 1] *= 1 + 1e-3
+        report = gradproof.check(loss, params, grad, mode="probe")
+        assert report.blocks["W"].wrong_elements == ((n - 1,),)
+        spent[n] = report.evaluations
+    assert spent[2**14] - spent[2**10] <= 2.5 * 4
+
+
 def test_two_wrong_elements_are_both_found():
     loss, _, params, grad = sines((("W", (1000,)),))
     grad["W"][[12, 900]] *= [0.99, 1.02]
@@ -122,7 +137,7 @@ def test_a_budget_cuts_rounds_and_the_miss_bound_says_so():
     [
         (21, "inconclusive", (), []),  # the set-up only: no probe at all
         (35, "fail", (), [300]),  # one failing probe, no room to bisect it
-        (49, "fail", (), [38]),  # bisection cut short at an eighth of the block
+        (49, "fail", (), [10]),  # bisection cut short at 10 elements of 300
         (63, "fail", ((123,),), []),
         (77, "fail", ((123,),), []),
         (119, "fail", ((123,),), []),

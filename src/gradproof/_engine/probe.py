@@ -15,8 +15,9 @@ element is never missed (|e . s| = |e_i|).
 
 Localisation: a failing probe is split in two halves with the same signs; the
 left half is probed and the right half's error follows by subtraction (it is
-probed only when it looks wrong), so a single wrong element of an N-coordinate
-block is found in about 1.5 log2 N probes, k of them in O(k log N). A block
+probed only when it looks wrong, and not at all where that error is far beyond
+its tolerance: it is then wrong by subtraction alone), so a single wrong element
+of an N-coordinate block is found in about log2 N probes, k of them in O(k log N). A block
 whose probes all show the same ratio gradient/numerical (a scale bug), or
 whose failing halves multiply past ``WIDE``, is wrong nearly everywhere: it
 is not descended but checked on a sample of its coordinates instead, which
@@ -37,7 +38,7 @@ import numpy as np
 from gradproof._engine.context import Context
 from gradproof._engine.judge import Judged, judge_elements
 from gradproof._engine.schemes import SCHEMES, default_step
-from gradproof._engine.shifts import CHUNK, Along, Recipe, Signs, scale_into
+from gradproof._engine.shifts import Direction, Signs
 from gradproof._engine.tree import Block
 
 WIDE = 16  # failing halves at one depth beyond which a block counts as wrong throughout
@@ -59,6 +60,7 @@ class Probe:
     wrong: bool
     signs: Signs | None = None  # kept only for failing probes, to bisect them
     kink: bool = False  # judged on one side of a kink (and cleared there)
+    virtual: bool = False  # wrong by subtraction, never evaluated (see _by_subtraction)
 
     @property
     def size(self) -> int:
@@ -67,64 +69,6 @@ class Probe:
     @property
     def error(self) -> float:
         return self.analytic - self.numerical
-
-
-@dataclass(eq=False)
-class Direction(Along):
-    """A probe's direction ``u_i = s_i * max(|theta_i|, 1)`` over one span, never held
-    whole: it is computed a chunk at a time where it is needed.
-
-    Given the gradient over the span, the first pass that shifts a point along it sums
-    ``g . u`` as it goes (:meth:`analytic`), so the directional derivative costs no
-    pass of its own.
-    """
-
-    theta: np.ndarray  # the span's base point
-    signs: Signs  # its ±1 signs, packed
-    g: np.ndarray | None = None  # the gradient over the span
-    _summed: int = field(default=0, init=False, repr=False)  # g . u summed up to here
-    _total: float = field(default=0.0, init=False, repr=False)
-
-    def fill(self, start: int, out: np.ndarray) -> None:
-        """Write ``u[start : start + out.size]`` into ``out``."""
-        scale = scale_into(self.theta[start : start + out.size], out)
-        np.multiply(self.signs.chunk(start, out.size), scale, out=out)
-
-    def shift(
-        self, start: int, theta: np.ndarray, step: float, out: np.ndarray, scratch: np.ndarray
-    ) -> None:
-        """``out = theta + step * u`` for a chunk, summing ``g . u`` on the first pass."""
-        self.fill(start, scratch)
-        if self.g is not None and start == self._summed:  # chunks come in order from 0
-            self._total += float(np.dot(self.g[start : start + scratch.size], scratch))
-            self._summed += scratch.size
-        np.multiply(scratch, step, out=scratch)
-        np.add(theta, scratch, out=out)
-
-    def recipe(self) -> Recipe:
-        """``s * max(|theta|, 1)``, wanting ``g . u`` back until it has it."""
-        return Recipe(self.signs, dot=self.g is not None and self._summed != self.g.size)
-
-    def record_dot(self, value: float) -> None:
-        """``g . u`` as summed on the device that built the direction."""
-        assert self.g is not None
-        self._total, self._summed = value, self.g.size
-
-    def analytic(self) -> float:
-        """``g . u``: summed by the first pass, or by a pass of its own where none ran
-        (the same chunks in the same order: the same value, bit for bit)."""
-        assert self.g is not None
-        return self._total if self._summed == self.g.size else self.dot(self.g)
-
-    def dot(self, g: np.ndarray) -> float:
-        """``g . u``, summed per chunk (bit-for-bit ``np.dot`` for a span of one chunk)."""
-        buffer = np.empty(min(CHUNK, g.size))
-        total = 0.0
-        for start in range(0, g.size, CHUNK):
-            part = buffer[: min(g.size, start + CHUNK) - start]
-            self.fill(start, part)
-            total += float(np.dot(g[start : start + part.size], part))
-        return total
 
 
 class Prober:
@@ -332,12 +276,16 @@ def _split(prober: Prober, node: Probe, entry: BlockProbes) -> list[Probe]:
     made = [left]
     right_error = node.error - left.error
     right_tolerance = node.tolerance + left.tolerance
-    if not left.wrong or abs(right_error) > right_tolerance:
+    if node.size - half > 1 and abs(right_error) > CARRIES * right_tolerance:
+        made.append(_by_subtraction(node, left, node.signs[half:]))
+    elif not left.wrong or abs(right_error) > right_tolerance:
         expect = (right_error, right_tolerance)
         made.append(prober.probe(mid, node.hi, node.signs[half:], expect))
     out = [p for p in made if p.wrong]
     if out:
         return out
+    if node.virtual:  # the subtraction was wrong (kinks crossed at once): evaluate it
+        return _materialised(prober, node, entry, made)
     # Neither half fails with these signs: try fresh signs once before giving up.
     fresh = [
         prober.probe(lo, hi) for lo, hi in ((node.lo, mid), (mid, node.hi)) if prober.affordable()
@@ -347,6 +295,41 @@ def _split(prober: Prober, node: Probe, entry: BlockProbes) -> list[Probe]:
         kinked = any(p.kink for p in made + fresh)
         (entry.cleared if kinked else entry.unresolved).append(node)
     return out
+
+
+def _by_subtraction(node: Probe, left: Probe, signs: Signs) -> Probe:
+    """The right half of ``node``, wrong by subtraction with no evaluation of its own: the
+    directional derivatives of the halves sum to the whole's (``u = u_left + u_right``), so
+    its error is ``node.error - left.error``, within both their tolerances. Used where that
+    error is beyond ``CARRIES`` times their sum, for a part of more than one element (a
+    single element is always probed: its numerical derivative is reported)."""
+    return Probe(
+        left.hi,
+        node.hi,
+        node.analytic - left.analytic,
+        node.numerical - left.numerical,
+        node.tolerance + left.tolerance,
+        True,
+        signs,
+        kink=left.kink or node.kink,  # a kink passed on the way: the error may be its doing
+        virtual=True,
+    )
+
+
+def _materialised(
+    prober: Prober, node: Probe, entry: BlockProbes, made: list[Probe]
+) -> list[Probe]:
+    """A part wrong by subtraction whose halves both passed: probed for real, then split
+    as any failing part is; where it passes, cleared if a kink showed, else unresolved."""
+    if not prober.affordable():
+        entry.unresolved.append(node)
+        return []
+    real = prober.probe(node.lo, node.hi, node.signs)
+    if real.wrong:
+        return _split(prober, real, entry)
+    kinked = real.kink or node.kink or any(p.kink for p in made)
+    (entry.cleared if kinked else entry.unresolved).append(node)
+    return []
 
 
 def _carries(

@@ -13,7 +13,7 @@ unpacked a chunk at a time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -149,3 +149,61 @@ def shift_span(work: np.ndarray, theta: np.ndarray, span: slice, along: Along, s
         stop = min(hi, start + CHUNK)
         part = scratch[: stop - start]
         along.shift(start - lo, theta[start:stop], step, work[start:stop], part)
+
+
+@dataclass(eq=False)
+class Direction(Along):
+    """A probe's direction ``u_i = s_i * max(|theta_i|, 1)`` over one span, never held
+    whole: it is computed a chunk at a time where it is needed.
+
+    Given the gradient over the span, the first pass that shifts a point along it sums
+    ``g . u`` as it goes (:meth:`analytic`), so the directional derivative costs no
+    pass of its own.
+    """
+
+    theta: np.ndarray  # the span's base point
+    signs: Signs  # its ±1 signs, packed
+    g: np.ndarray | None = None  # the gradient over the span
+    _summed: int = field(default=0, init=False, repr=False)  # g . u summed up to here
+    _total: float = field(default=0.0, init=False, repr=False)
+
+    def fill(self, start: int, out: np.ndarray) -> None:
+        """Write ``u[start : start + out.size]`` into ``out``."""
+        scale = scale_into(self.theta[start : start + out.size], out)
+        np.multiply(self.signs.chunk(start, out.size), scale, out=out)
+
+    def shift(
+        self, start: int, theta: np.ndarray, step: float, out: np.ndarray, scratch: np.ndarray
+    ) -> None:
+        """``out = theta + step * u`` for a chunk, summing ``g . u`` on the first pass."""
+        self.fill(start, scratch)
+        if self.g is not None and start == self._summed:  # chunks come in order from 0
+            self._total += float(np.dot(self.g[start : start + scratch.size], scratch))
+            self._summed += scratch.size
+        np.multiply(scratch, step, out=scratch)
+        np.add(scratch, theta, out=out)  # theta + (u * step), as Along.shift, bit for bit
+
+    def recipe(self) -> Recipe:
+        """``s * max(|theta|, 1)``, wanting ``g . u`` back until it has it."""
+        return Recipe(self.signs, dot=self.g is not None and self._summed != self.g.size)
+
+    def record_dot(self, value: float) -> None:
+        """``g . u`` as summed on the device that built the direction."""
+        assert self.g is not None
+        self._total, self._summed = value, self.g.size
+
+    def analytic(self) -> float:
+        """``g . u``: summed by the first pass, or by a pass of its own where none ran
+        (the same chunks in the same order: the same value, bit for bit)."""
+        assert self.g is not None
+        return self._total if self._summed == self.g.size else self.dot(self.g)
+
+    def dot(self, g: np.ndarray) -> float:
+        """``g . u``, summed per chunk (bit-for-bit ``np.dot`` for a span of one chunk)."""
+        buffer = np.empty(min(CHUNK, g.size))
+        total = 0.0
+        for start in range(0, g.size, CHUNK):
+            part = buffer[: min(g.size, start + CHUNK) - start]
+            self.fill(start, part)
+            total += float(np.dot(g[start : start + part.size], part))
+        return total
