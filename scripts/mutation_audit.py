@@ -99,15 +99,15 @@ MUTANTS: tuple[Mutant, ...] = (
     M(
         "J4",
         "judge.py",
-        "tol = SAFETY * est.error + rtol * np.maximum(np.abs(g), np.abs(n)) + atol",
-        "tol = SAFETY * est.error + atol",
+        "return SAFETY * error + rtol * np.maximum(np.abs(g), np.abs(n)) + (1e-12 * scale",
+        "return SAFETY * error + (1e-12 * scale",
         "no relative slack: what the error model cannot see fails correct gradients",
     ),
     M(
         "J5",
         "judge.py",
-        "atol = 1e-12 * scale + 1e-300",
-        "atol = 1e-300",
+        "+ (1e-12 * scale + 1e-300)",
+        "+ (0 * scale + 1e-300)",
         "no absolute floor: an element ~0 beside large ones is judged at roundoff",
     ),
     M(
@@ -672,14 +672,15 @@ MUTANTS: tuple[Mutant, ...] = (
     M(
         "Q1",
         "screen.py",
-        "SHARE = 1e-4",
-        "SHARE = 1e9",
-        "the screen clears whatever its tolerance: a noisy loss's garbage estimate passes",
+        "return bool(np.all(agree & (tol <= SHARE * size) & ~kinked))",
+        "return bool(np.all(agree))",
+        "the screen clears wherever the estimate agrees within its tolerance, however large "
+        "that tolerance and whatever kink shows",
     ),
     M(
         "Q3",
         "screen.py",
-        "terms[terms == 0] = np.max(terms, initial=0.0)",
+        "size[size == 0] = np.max(size, initial=0.0)",
         "pass",
         "a block the loss does not depend on is never cleared: fast mode runs the full check",
     ),

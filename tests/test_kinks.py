@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import gradproof
-from gradproof._engine.judge import _nonsmooth
+from gradproof._engine.judge import nonsmooth
 from gradproof._engine.schemes import SCHEMES
 
 
@@ -107,7 +107,7 @@ def _evidence(f, theta: float, h: float) -> bool:
     delta = 1e-16 * max(abs(j0), 1.0)
     est = SCHEMES["richardson"].combine(j0, values, offsets, delta)
     g = np.array([est.value[0]])
-    return bool(_nonsmooth(g, est, 1e-3, 1e-8)[0])
+    return bool(nonsmooth(g, est, 1e-3, 1e-8)[0])
 
 
 @pytest.mark.parametrize(

@@ -153,7 +153,8 @@ def test_a_block_the_loss_does_not_depend_on_is_judged_against_the_others():
 
 def test_a_loss_oscillating_on_the_steps_scale_is_left_to_the_full_check():
     """sin(3e5 x): Richardson's error estimate is as large as the derivative, so its
-    tolerance would hide a 10% bug; a tolerance that large never clears (SHARE)."""
+    tolerance would hide a 10% bug; a tolerance that large never clears (SHARE), and the
+    estimates' disagreement reads as a kink besides."""
     theta = np.random.default_rng(0).standard_normal(6) * 0.5
 
     def fast(rows):

@@ -162,17 +162,16 @@ def judge_elements(
     """
     n = est.value.copy()
     if scale is None:
-        scale = float(max(np.max(np.abs(n), initial=0.0), np.max(np.abs(g), initial=0.0)))
-    atol = 1e-12 * scale + 1e-300
-    tol = SAFETY * est.error + rtol * np.maximum(np.abs(g), np.abs(n)) + atol
+        scale = _largest(g, n)
+    tol = tolerance(g, n, est.error, rtol, scale)
     numeric = tol.copy()
     if grad_eps > 2.0**-52:
         tol += GRAD_ROUNDING * grad_eps * (np.abs(g) + scale)
     kink = np.zeros(n.shape, dtype=bool)
     with np.errstate(invalid="ignore"):
         disagree = ~(np.abs(g - n) <= tol)
-    nonsmooth = _nonsmooth(g, est, KINK_SLACK[scheme], rtol)
-    for i in nonsmooth.nonzero()[0].tolist():
+    evidence = nonsmooth(g, est, KINK_SLACK[scheme], rtol)
+    for i in evidence.nonzero()[0].tolist():
         side = _kink_side(g[i], est, i, KINK_SLACK[scheme], rtol)
         # A side replaces the estimate where it explains a disagreement, or judges more
         # tightly; where the estimate already matches g more tightly, a smooth loss's
@@ -186,11 +185,26 @@ def judge_elements(
     # an element that still disagrees can be: where none does, nothing is unclear).
     unclear = disagree & ~kink
     if unclear.any():
-        unclear &= _uncertain_side_matches(g, est, max(KINK_SLACK[scheme], rtol), nonsmooth)
+        unclear &= _uncertain_side_matches(g, est, max(KINK_SLACK[scheme], rtol), evidence)
     # Non-finite anywhere (an overflowing estimate or tolerance) is never a pass.
     with np.errstate(invalid="ignore"):
         beyond = ~(np.abs(g - n) <= tol) | ~np.isfinite(n) | ~np.isfinite(tol)
     return Judged(n, tol, beyond & ~unclear, kink, numeric, unclear=unclear)
+
+
+def tolerance(
+    g: np.ndarray, n: np.ndarray, error: np.ndarray, rtol: float, scale: float | None = None
+) -> np.ndarray:
+    """The error model's tolerance of each element: ``SAFETY`` times the numerical
+    derivative's error bound, ``rtol`` of the element, and a floor of 1e-12 of ``scale``
+    (default: the largest of ``g`` and ``n``)."""
+    if scale is None:
+        scale = _largest(g, n)
+    return SAFETY * error + rtol * np.maximum(np.abs(g), np.abs(n)) + (1e-12 * scale + 1e-300)
+
+
+def _largest(g: np.ndarray, n: np.ndarray) -> float:
+    return float(max(np.max(np.abs(n), initial=0.0), np.max(np.abs(g), initial=0.0)))
 
 
 def _uncertain_side_matches(
@@ -223,7 +237,7 @@ def _uncertain_side_matches(
     return noisy & (both | shown) & np.isfinite(fwd) & np.isfinite(bwd)
 
 
-def _nonsmooth(g: np.ndarray, est: Estimate, slack: float, rtol: float) -> np.ndarray:
+def nonsmooth(g: np.ndarray, est: Estimate, slack: float, rtol: float) -> np.ndarray:
     """Coordinates with evidence of a kink within the step.
 
     The forward and backward differences disagree, or the central differences

@@ -9,12 +9,13 @@ is missed by one direction with probability at most ``0.8 / r`` (the chance
 that a Gaussian sum of the errors lands within the tolerance), by all of them
 with at most ``(0.8 / r) ** DIRECTIONS``.
 
-The screen can only clear. Each direction is judged by the check's own judge
-(:func:`~gradproof._engine.judge.judge_elements`) with a noise bound from a
+The screen can only clear. Each direction is judged by the error model's
+tolerance (:func:`~gradproof._engine.judge.tolerance`) with a noise bound from a
 model instead of a measurement (``ROUNDOFF`` units of roundoff of the loss's
 magnitude, plus the rounding of the shifted points), and it clears the block
 only where every direction agrees within a tolerance of at most ``SHARE`` of
-the size of the derivative's terms (``sum_i |g_i v_i|``), away from kinks:
+the size of the derivative's terms (``sum_i |g_i v_i|``), and where no evidence
+of a kink shows (:func:`~gradproof._engine.judge.nonsmooth`):
 noise the model does not foresee (a float32 loss, randomness), a kink or a
 wrong element all leave the block to the full check, whose verdict then
 stands. So the screen never turns a pass into a failure; it trades the full
@@ -36,7 +37,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from gradproof._engine.judge import judge_elements
+from gradproof._engine.judge import KINK_SLACK, nonsmooth, tolerance
 from gradproof._engine.schemes import SCHEMES, default_step
 
 DIRECTIONS = 2  # random directions per block
@@ -46,6 +47,7 @@ RTOL = 1e-8  # the judge's relative slack, as the full check's with Richardson i
 EPS = 2.0**-52
 SCHEME = SCHEMES["richardson"]
 STEP = default_step("richardson", EPS)
+STEPS = np.real(np.array(SCHEME.multiples, dtype=np.complex128)) * STEP
 
 
 def screen_points(
@@ -55,8 +57,7 @@ def screen_points(
     span) and the points to evaluate: the base point, then each direction's four."""
     bounds = tuple((span.start, span.stop) for span in spans)
     directions = _normals(seed, theta.size, bounds) * np.maximum(np.abs(theta), 1.0)
-    steps = np.real(np.array(SCHEME.multiples, dtype=np.complex128)) * STEP
-    shifted = theta + steps[None, :, None] * directions[:, None, :]  # (d, 4, n)
+    shifted = theta + STEPS[None, :, None] * directions[:, None, :]  # (d, 4, n)
     return directions, np.concatenate([theta[None, :], shifted.reshape(-1, theta.size)])
 
 
@@ -82,29 +83,28 @@ def judge_screen(
     magnitude: float,
 ) -> bool:
     """Whether every direction's numerical derivative (from ``values``, the loss at
-    ``points``) clears ``g . v`` within a small tolerance, away from kinks."""
+    ``points``) clears ``g . v`` within the error model's tolerance, that tolerance is
+    small, and nothing shows a kink."""
     values = np.asarray(values, dtype=np.float64).ravel()
     if values.size != points.shape[0] or not np.all(np.isfinite(values)):
         return False
     table = values[1:].reshape(directions.shape[0], -1)
-    # The steps actually taken along each direction: t_k, measured on the shifted points
-    # would need a pass per point; the points' own rounding is in the noise bound instead.
-    steps = np.real(np.array(SCHEME.multiples, dtype=np.complex128)) * STEP
-    offsets = np.broadcast_to(steps, table.shape)
+    # The steps actually taken differ from t * v by the shifted points' rounding, which is
+    # in the noise bound instead (a pass per point would measure it).
+    offsets = np.broadcast_to(STEPS, table.shape)
     analytic = directions @ g
+    size = np.abs(directions) @ np.abs(g)  # each derivative's terms, before they cancel
+    rounding = EPS * (STEP * size + np.abs(theta) @ np.abs(g))
+    noise = ROUNDOFF * EPS * max(magnitude, float(np.max(np.abs(values)))) + rounding
     with np.errstate(over="ignore", invalid="ignore"):
-        rounding = EPS * (np.abs(directions) * STEP + np.abs(theta)) @ np.abs(g)
-        noise = ROUNDOFF * EPS * max(magnitude, float(np.max(np.abs(values)))) + rounding
         estimate = SCHEME.combine(float(values[0]), table, offsets, noise)
-        judged = judge_elements(analytic, estimate, SCHEME.name, RTOL)
-        # the derivative's size before its terms cancel: a direction whose derivative
-        # happens to be small is judged against its terms, not against their sum; one
-        # over a block whose gradient is all zero, against the other blocks' terms
-        terms = np.abs(directions) @ np.abs(g)
-        terms[terms == 0] = np.max(terms, initial=0.0)
-        tight = judged.tolerance <= SHARE * terms
-    unclear = judged.unclear if judged.unclear is not None else False
-    return bool(np.all(~judged.wrong & ~judged.kink & ~unclear & tight))
+        tol = tolerance(analytic, estimate.value, estimate.error, RTOL)
+        agree = np.abs(analytic - estimate.value) <= tol
+        kinked = nonsmooth(analytic, estimate, KINK_SLACK[SCHEME.name], RTOL)
+    # A direction whose derivative happens to be small is judged against its terms; one
+    # over a block whose gradient is all zero, against the other blocks' terms.
+    size[size == 0] = np.max(size, initial=0.0)
+    return bool(np.all(agree & (tol <= SHARE * size) & ~kinked))
 
 
 def clears(
