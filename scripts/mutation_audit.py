@@ -672,7 +672,7 @@ MUTANTS: tuple[Mutant, ...] = (
     M(
         "Q1",
         "screen.py",
-        "return bool(np.all(agree & (tol <= SHARE * size) & ~kinked))",
+        "return bool(np.all(agree & (tol <= SHARE * largest) & ~kinked))",
         "return bool(np.all(agree))",
         "the screen clears wherever the estimate agrees within its tolerance, however large "
         "that tolerance and whatever kink shows",
@@ -680,7 +680,7 @@ MUTANTS: tuple[Mutant, ...] = (
     M(
         "Q3",
         "screen.py",
-        "size[size == 0] = np.max(size, initial=0.0)",
+        "largest[largest == 0] = np.max(largest, initial=0.0)",
         "pass",
         "a block the loss does not depend on is never cleared: fast mode runs the full check",
     ),

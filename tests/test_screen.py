@@ -163,3 +163,36 @@ def test_a_loss_oscillating_on_the_steps_scale_is_left_to_the_full_check():
     g = 3e5 * np.cos(3e5 * theta)
     g[2] *= 1.1
     assert not clears(fast, theta, g, [slice(0, 6)], seed=0, magnitude=6.0)
+
+
+def test_a_gradient_that_is_not_finite_is_never_cleared():
+    theta, g = _case(5, 0)
+    g[1] = np.inf
+    assert not clears(_smooth, theta, g, [slice(0, 5)], seed=0, magnitude=_magnitude(theta))
+
+
+def test_points_beyond_the_cap_are_left_to_the_full_check_without_an_evaluation(monkeypatch):
+    monkeypatch.setattr(screen, "CAP", 100)
+    theta, g = _case(20, 0)  # 20 * (1 + 8) = 180 values > 100
+
+    def never(rows):
+        raise AssertionError("evaluated")
+
+    assert not clears(never, theta, g, [slice(0, 20)], seed=0, magnitude=1.0)
+
+
+@pytest.mark.parametrize("n, error", [(100, 1e-3), (1000, 1e-2)])
+@pytest.mark.parametrize("seed", range(5))
+def test_one_wrong_element_is_not_hidden_by_a_large_offset_or_a_large_block(n, error, seed):
+    """sum(sin(x) + 3000): the loss's roundoff is that of 3000 per term, so the directional
+    tolerance is large; it may clear only below a small share of the largest single term,
+    never of the block's sum (where one element's error would hide)."""
+    theta = np.random.default_rng(seed).uniform(-2, 2, n)
+
+    def offset(rows):
+        return np.sum(np.sin(rows) + 3000.0, axis=1)
+
+    g = np.cos(theta)
+    g[0] += error
+    magnitude = float(np.sum(np.abs(np.sin(theta) + 3000.0)))
+    assert not clears(offset, theta, g, [slice(0, n)], seed=seed, magnitude=magnitude)

@@ -106,3 +106,86 @@ def test_the_screen_leaves_the_inputs_and_torchs_generator_as_they_were():
     assert gt.gradcheck(torch.sin, (x,), fast_mode=True) is True
     assert torch.equal(x.detach(), before) and x.requires_grad and x.grad is None
     assert torch.equal(torch.get_rng_state(), state)
+
+
+class _Offset(torch.autograd.Function):
+    """sin(x) + 3000 whose backward adds ``error`` to element 0's gradient."""
+
+    error = 0.0
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.sin() + 3000.0
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        out = g * x.cos()
+        out[0] += _Offset.error * g[0]
+        return out
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_wrong_element_beside_a_large_offset_fails_as_in_the_default_mode(seed, monkeypatch):
+    monkeypatch.setattr(_Offset, "error", 1e-3)
+    generator = torch.Generator().manual_seed(seed)
+    x = (torch.rand(100, dtype=torch.float64, generator=generator) * 4 - 2).requires_grad_()
+    for fast in (False, True):
+        with pytest.raises(gt.GradcheckError):
+            gt.gradcheck(_Offset.apply, (x,), fast_mode=fast)
+
+
+class _WrongVmap(torch.autograd.Function):
+    """Eagerly sin(x) + 0.1 x^2, under vmap sin(x) (a wrong rule); the backward is sin's."""
+
+    @staticmethod
+    def forward(x):
+        return x.sin() + 0.1 * x**2
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * x.cos()
+
+    @staticmethod
+    def vmap(info, in_dims, x):
+        return x.sin(), 0
+
+
+def test_a_wrong_vmap_rule_does_not_fool_the_screen():
+    """The screen's points go to func under vmap; its first rows are compared with single
+    calls, so a wrong rule is found and func's own values judge the backward (wrong)."""
+    x = _x(6)
+    assert torch.autograd.gradcheck(_WrongVmap.apply, (x,), raise_exception=False) is False
+    for fast in (False, True):
+        with pytest.raises(gt.GradcheckError):
+            gt.gradcheck(_WrongVmap.apply, (x,), fast_mode=fast)
+
+
+def test_a_non_finite_backward_is_refused_as_in_the_default_mode():
+    class Inf(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.sin()
+
+        @staticmethod
+        def backward(ctx, g):
+            out = g.clone()
+            out[1] = float("inf")
+            return out
+
+    x = _x(4)
+    outcomes = []
+    for fast in (False, True):
+        try:
+            outcomes.append(
+                gt.gradcheck(Inf.apply, (x,), fast_mode=fast, check_undefined_grad=False)
+            )
+        except Exception as error:  # the same refusal either way
+            outcomes.append(type(error).__name__)
+    assert outcomes[0] == outcomes[1] and outcomes[0] is not True

@@ -266,13 +266,17 @@ def _scale_suspected(prober: Prober, entry: BlockProbes) -> bool:
     return True
 
 
-def _split(prober: Prober, node: Probe, entry: BlockProbes) -> list[Probe]:
-    """The failing halves of ``node``: the left half is probed with the node's signs,
-    the right half's error follows by subtraction and is probed only if it matters."""
+def _split(
+    prober: Prober, node: Probe, entry: BlockProbes, left: Probe | None = None
+) -> list[Probe]:
+    """The failing halves of ``node``: the left half is probed with the node's signs (or
+    ``left``, that probe already made), the right half's error follows by subtraction and
+    is probed only if it matters."""
     assert node.signs is not None
     half = node.size // 2
     mid = node.lo + half
-    left = prober.probe(node.lo, mid, node.signs[:half], (node.error, node.tolerance))
+    if left is None:
+        left = prober.probe(node.lo, mid, node.signs[:half], (node.error, node.tolerance))
     made = [left]
     right_error = node.error - left.error
     right_tolerance = node.tolerance + left.tolerance
@@ -321,12 +325,12 @@ def _materialised(
 ) -> list[Probe]:
     """A part wrong by subtraction whose halves both passed: probed for real, then split
     as any failing part is; where it passes, cleared if a kink showed, else unresolved."""
-    if not prober.affordable():
+    if not prober.affordable(3):  # this probe, and the split's two at most
         entry.unresolved.append(node)
         return []
     real = prober.probe(node.lo, node.hi, node.signs)
-    if real.wrong:
-        return _split(prober, real, entry)
+    if real.wrong:  # split again, its left half's probe (the same signs) kept
+        return _split(prober, real, entry, made[0])
     kinked = real.kink or node.kink or any(p.kink for p in made)
     (entry.cleared if kinked else entry.unresolved).append(node)
     return []

@@ -40,7 +40,7 @@ from gradproof.torch._outputs import (
     summed,
 )
 from gradproof.torch._reductions import unit_weights, weighted_sum
-from gradproof.torch._vmap import vmap
+from gradproof.torch._vmap import nudged, vmap
 
 JACOBIAN_ELEMENTS = 1 << 22  # values per batch of torch's numerical Jacobian (32 MiB of float64)
 
@@ -76,6 +76,7 @@ class FunctionLoss:
         self.names = inputs.names
         self.reseed = Reseed(seed, [v for v in self.work if isinstance(v, torch.Tensor)])
         self.use_vmap = batched  # unbatched: one call per point
+        self.vmap_tried = False  # whether vmap's rows were compared with single calls yet
         self.needs_grad = False  # func calls autograd itself: evaluated with grad enabled
         self.cache = OutputCache()
         self.staging = Staging()
@@ -313,25 +314,35 @@ class FunctionLoss:
         return [torch.stack([row[j] for row in rows]) for j in range(len(self.kept))]
 
     def vmap_works(self, params: dict[str, np.ndarray]) -> bool:
-        """Whether ``func`` runs under vmap, and right: tried once on two different points,
-        its rows compared with one call per point.
-
-        Where it does not run (a Function without a vmap rule) or its rows differ (a
-        wrong vmap rule), the check evaluates one point at a time from the start.
-        """
-        if self.use_vmap:
-            rows = [params, {n: _nudged(params[n]) for n in self.names}]
-            with self.lock:
-                try:
-                    batch = self._vmapped({n: np.stack([r[n] for r in rows]) for n in self.names})
-                except Exception:  # vmap cannot run func: one call per point
-                    self.use_vmap = False
-                    return False
-                single = [self._evaluate(r) for r in rows]  # func's own error is the user's
-            self.use_vmap = all(
-                same(batch[j][r], single[r][j]) for r in range(2) for j in range(len(batch))
-            )
+        """Whether ``func`` runs under vmap, and right (see :meth:`tried_batch`); where it
+        does not (a Function without a vmap rule, a wrong rule), one call per point."""
+        if self.use_vmap and not self.vmap_tried:
+            self.tried_batch({n: params[n][None] for n in self.names})
         return self.use_vmap
+
+    def tried_batch(self, point: dict[str, np.ndarray], nudge: bool = True) -> list[torch.Tensor]:
+        """The outputs at the rows of ``point`` (its first row the base point), in one call
+        under vmap where vmap runs ``func`` right. Until tried, the base row is compared with
+        the traced outputs and, with ``nudge``, a row nudged from it rides along, compared
+        with a call of its own: that full trial alone settles vmap's use for later calls."""
+        with self.lock:
+            if not self.use_vmap or self.vmap_tried:
+                return self._evaluate(point)
+            n = len(point[self.names[0]])
+            trial = point
+            if nudge:  # one more row, nudged from the base point
+                trial = {k: np.concatenate([v, nudged(v[:1])]) for k, v in point.items()}
+            try:
+                batch = self._vmapped(trial)
+            except Exception:  # vmap cannot run func: one call per point
+                self.use_vmap, self.vmap_tried = False, True
+                return self._evaluate(point)
+            right = all(same(b[0], o) for b, o in zip(batch, self.outputs, strict=True))
+            if right and nudge:
+                single = self._evaluate({k: v[n] for k, v in trial.items()})  # raises: user's
+                right = all(same(b[n], one) for b, one in zip(batch, single, strict=True))
+            self.use_vmap, self.vmap_tried = right, nudge or not right
+            return [b[:n] for b in batch] if right else self._evaluate(point)
 
     def _vmapped(self, point: dict[str, np.ndarray]) -> list[torch.Tensor]:
         stacked = [
@@ -384,11 +395,3 @@ class WeightedLoss:
 def _zeros(tensor: torch.Tensor) -> np.ndarray:
     """A zero gradient for ``tensor``: complex128 where it is complex, float64 otherwise."""
     return np.zeros(tuple(tensor.shape), dtype=np.complex128 if tensor.is_complex() else None)
-
-
-def _nudged(values: np.ndarray) -> np.ndarray:
-    """``values`` moved by a relative 1e-4, alternately up and down: another point, in the
-    same domain (signs and zeros kept)."""
-    factors = np.full(values.size, 1 + 1e-4)
-    factors[1::2] = 1 - 1e-4
-    return values * factors.reshape(values.shape)

@@ -140,7 +140,7 @@ def gradcheck(
             model; a backward the screen clears passes with no further check (a
             wrong element ``r`` times the screen's tolerance is missed with
             probability at most ``(0.8 / r) ** 2`` per input). What it cannot clear
-            (a wrong element, unforeseen noise, a kink) gets the full check,
+            (a wrong element, unforeseen noise, a kink, a huge input) gets the full check,
             whose verdict and report stand: gradproof's ``mode="probe"`` where
             the checked inputs hold more than 1,024 real coordinates (32 where
             ``func`` cannot run under vmap), every coordinate below that. Complex

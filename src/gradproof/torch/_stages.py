@@ -34,7 +34,7 @@ from gradproof.torch._findings import Outcome, raised_report
 from gradproof.torch._forward import Jacobians, forward_gradient, forward_jacobians
 from gradproof.torch._function_loss import FunctionLoss, WeightedLoss
 from gradproof.torch._options import TorchOptions
-from gradproof.torch._reductions import Reduction
+from gradproof.torch._reductions import Reduction, weighted_sum
 from gradproof.torch._rule import TorchRule, rule_decides
 
 BACKWARD = "backward"
@@ -96,14 +96,14 @@ class Run:
         g = np.concatenate([np.asarray(grad[n], dtype=np.float64).ravel() for n in names])
         if not g.any():  # the screen has nothing to judge a tolerance against
             return False
-        weighted = WeightedLoss(self.loss, weights, replay=False)
 
         def values(points: np.ndarray) -> np.ndarray:
             batch = {
                 n: points[:, span].reshape(len(points), *self.shapes[n])
                 for n, span in zip(names, spans, strict=True)
             }
-            return weighted(batch).detach().cpu().numpy()
+            outputs = self.loss.tried_batch(batch, nudge=False)  # vmap's base row checked
+            return weighted_sum(outputs, weights, True).detach().cpu().numpy()
 
         terms = zip(self.loss.outputs, weights, strict=True)
         magnitude = float(sum(float((o.abs() * w.abs()).sum()) for o, w in terms))
