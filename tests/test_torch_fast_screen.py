@@ -189,3 +189,44 @@ def test_a_non_finite_backward_is_refused_as_in_the_default_mode():
         except Exception as error:  # the same refusal either way
             outcomes.append(type(error).__name__)
     assert outcomes[0] == outcomes[1] and outcomes[0] is not True
+
+
+def _wrong_rule(eager, batched, derivative):
+    """A Function computing ``eager``, whose vmap rule computes ``batched`` instead, and whose
+    backward is ``derivative`` (right for ``batched``, wrong for ``eager``)."""
+
+    class Rule(torch.autograd.Function):
+        @staticmethod
+        def forward(x):
+            return eager(x)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.save_for_backward(inputs[0])
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * derivative(ctx.saved_tensors[0])
+
+        @staticmethod
+        def vmap(info, in_dims, x):
+            return batched(x), 0
+
+    return Rule.apply
+
+
+@pytest.mark.parametrize(
+    "func, fill",
+    [
+        (_wrong_rule(lambda x: 2 * x.log(), torch.log, torch.reciprocal), 1.0),  # equal at 1
+        (_wrong_rule(lambda x: 2 * x.sin(), torch.sin, torch.cos), 0.0),  # equal at 0
+    ],
+    ids=["log-at-ones", "sin-at-zeros"],
+)
+def test_a_vmap_rule_right_only_at_the_base_point_is_not_trusted(func, fill):
+    """The vmap trial's nudged row (zeros moved too) shows the rule computes another
+    function; then func's own values judge the backward, wrong in both modes, as torch."""
+    x = torch.full((6,), fill, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(func, (x,), raise_exception=False) is False
+    for fast in (False, True):
+        assert gt.gradcheck(func, (x,), fast_mode=fast, raise_exception=False) is False

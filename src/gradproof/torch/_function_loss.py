@@ -320,29 +320,27 @@ class FunctionLoss:
             self.tried_batch({n: params[n][None] for n in self.names})
         return self.use_vmap
 
-    def tried_batch(self, point: dict[str, np.ndarray], nudge: bool = True) -> list[torch.Tensor]:
+    def tried_batch(self, point: dict[str, np.ndarray]) -> list[torch.Tensor]:
         """The outputs at the rows of ``point`` (its first row the base point), in one call
-        under vmap where vmap runs ``func`` right. Until tried, the base row is compared with
-        the traced outputs and, with ``nudge``, a row nudged from it rides along, compared
-        with a call of its own: that full trial alone settles vmap's use for later calls."""
+        under vmap where vmap runs ``func`` right. The first time, a row nudged from the base
+        point (:func:`nudged`) rides along; it and the base row are compared with ``func``
+        called on its own (the traced outputs, and one call), which settles vmap's use."""
         with self.lock:
             if not self.use_vmap or self.vmap_tried:
                 return self._evaluate(point)
-            n = len(point[self.names[0]])
-            trial = point
-            if nudge:  # one more row, nudged from the base point
-                trial = {k: np.concatenate([v, nudged(v[:1])]) for k, v in point.items()}
+            self.vmap_tried, n = True, len(point[self.names[0]])
+            trial = {k: np.concatenate([v, nudged(v[:1])]) for k, v in point.items()}
             try:
                 batch = self._vmapped(trial)
             except Exception:  # vmap cannot run func: one call per point
-                self.use_vmap, self.vmap_tried = False, True
+                self.use_vmap = False
                 return self._evaluate(point)
-            right = all(same(b[0], o) for b, o in zip(batch, self.outputs, strict=True))
-            if right and nudge:
-                single = self._evaluate({k: v[n] for k, v in trial.items()})  # raises: user's
-                right = all(same(b[n], one) for b, one in zip(batch, single, strict=True))
-            self.use_vmap, self.vmap_tried = right, nudge or not right
-            return [b[:n] for b in batch] if right else self._evaluate(point)
+            single = self._evaluate({k: v[n] for k, v in trial.items()})  # raises: the user's
+            self.use_vmap = all(
+                same(b[0], o) and same(b[n], one)
+                for b, o, one in zip(batch, self.outputs, single, strict=True)
+            )
+            return [b[:n] for b in batch] if self.use_vmap else self._evaluate(point)
 
     def _vmapped(self, point: dict[str, np.ndarray]) -> list[torch.Tensor]:
         stacked = [

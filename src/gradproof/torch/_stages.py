@@ -102,7 +102,7 @@ class Run:
                 n: points[:, span].reshape(len(points), *self.shapes[n])
                 for n, span in zip(names, spans, strict=True)
             }
-            outputs = self.loss.tried_batch(batch, nudge=False)  # vmap's base row checked
+            outputs = self.loss.tried_batch(batch)  # vmap's rows tried the first time
             return weighted_sum(outputs, weights, True).detach().cpu().numpy()
 
         terms = zip(self.loss.outputs, weights, strict=True)

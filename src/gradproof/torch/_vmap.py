@@ -98,8 +98,9 @@ def _unbatched(result: Any, level: int, size: int) -> torch.Tensor:
 
 
 def nudged(values: np.ndarray) -> np.ndarray:
-    """``values`` moved by a relative 1e-4, alternately up and down: another point, in the
-    same domain (signs and zeros kept)."""
+    """``values`` moved by a relative 1e-4, alternately up and down, zeros to 1e-4: another
+    point (the signs kept), where a vmap rule that computes another function shows."""
     factors = np.full(values.size, 1 + 1e-4)
     factors[1::2] = 1 - 1e-4
-    return values * factors.reshape(values.shape)
+    moved = values * factors.reshape(values.shape)
+    return np.where(values == 0, 1e-4, moved)
