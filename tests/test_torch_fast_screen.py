@@ -136,35 +136,40 @@ def test_a_wrong_element_beside_a_large_offset_fails_as_in_the_default_mode(seed
             gt.gradcheck(_Offset.apply, (x,), fast_mode=fast)
 
 
-class _WrongVmap(torch.autograd.Function):
-    """Eagerly sin(x) + 0.1 x^2, under vmap sin(x) (a wrong rule); the backward is sin's."""
+def _wrong_rule(eager, batched, derivative):
+    """A Function computing ``eager``, whose vmap rule computes ``batched`` instead, and whose
+    backward is ``derivative`` (right for ``batched``, wrong for ``eager``)."""
 
-    @staticmethod
-    def forward(x):
-        return x.sin() + 0.1 * x**2
+    class Rule(torch.autograd.Function):
+        @staticmethod
+        def forward(x):
+            return eager(x)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0])
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.save_for_backward(inputs[0])
 
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g * x.cos()
+        @staticmethod
+        def backward(ctx, g):
+            return g * derivative(ctx.saved_tensors[0])
 
-    @staticmethod
-    def vmap(info, in_dims, x):
-        return x.sin(), 0
+        @staticmethod
+        def vmap(info, in_dims, x):
+            return batched(x), 0
+
+    return Rule.apply
 
 
 def test_a_wrong_vmap_rule_does_not_fool_the_screen():
-    """The screen's points go to func under vmap; its first rows are compared with single
-    calls, so a wrong rule is found and func's own values judge the backward (wrong)."""
+    """The screen's points go to func under vmap; its base row and a nudged row are
+    compared with func's own values, so a wrong rule is found and func's own values judge
+    the backward (wrong)."""
     x = _x(6)
-    assert torch.autograd.gradcheck(_WrongVmap.apply, (x,), raise_exception=False) is False
+    func = _wrong_rule(lambda t: t.sin() + 0.1 * t**2, torch.sin, torch.cos)
+    assert torch.autograd.gradcheck(func, (x,), raise_exception=False) is False
     for fast in (False, True):
         with pytest.raises(gt.GradcheckError):
-            gt.gradcheck(_WrongVmap.apply, (x,), fast_mode=fast)
+            gt.gradcheck(func, (x,), fast_mode=fast)
 
 
 def test_a_non_finite_backward_is_refused_as_in_the_default_mode():
@@ -189,30 +194,6 @@ def test_a_non_finite_backward_is_refused_as_in_the_default_mode():
         except Exception as error:  # the same refusal either way
             outcomes.append(type(error).__name__)
     assert outcomes[0] == outcomes[1] and outcomes[0] is not True
-
-
-def _wrong_rule(eager, batched, derivative):
-    """A Function computing ``eager``, whose vmap rule computes ``batched`` instead, and whose
-    backward is ``derivative`` (right for ``batched``, wrong for ``eager``)."""
-
-    class Rule(torch.autograd.Function):
-        @staticmethod
-        def forward(x):
-            return eager(x)
-
-        @staticmethod
-        def setup_context(ctx, inputs, output):
-            ctx.save_for_backward(inputs[0])
-
-        @staticmethod
-        def backward(ctx, g):
-            return g * derivative(ctx.saved_tensors[0])
-
-        @staticmethod
-        def vmap(info, in_dims, x):
-            return batched(x), 0
-
-    return Rule.apply
 
 
 @pytest.mark.parametrize(

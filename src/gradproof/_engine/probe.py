@@ -281,7 +281,7 @@ def _split(
     right_error = node.error - left.error
     right_tolerance = node.tolerance + left.tolerance
     if node.size - half > 1 and abs(right_error) > CARRIES * right_tolerance:
-        made.append(_by_subtraction(node, left, node.signs[half:]))
+        made.append(_by_subtraction(node, left))
     elif not left.wrong or abs(right_error) > right_tolerance:
         expect = (right_error, right_tolerance)
         made.append(prober.probe(mid, node.hi, node.signs[half:], expect))
@@ -301,7 +301,7 @@ def _split(
     return out
 
 
-def _by_subtraction(node: Probe, left: Probe, signs: Signs) -> Probe:
+def _by_subtraction(node: Probe, left: Probe) -> Probe:
     """The right half of ``node``, wrong by subtraction with no evaluation of its own: the
     directional derivatives of the halves sum to the whole's (``u = u_left + u_right``), so
     its error is ``node.error - left.error``, within both their tolerances. Used where that
@@ -314,7 +314,7 @@ def _by_subtraction(node: Probe, left: Probe, signs: Signs) -> Probe:
         node.numerical - left.numerical,
         node.tolerance + left.tolerance,
         True,
-        signs,
+        node.signs[left.size :] if node.signs is not None else None,
         kink=left.kink or node.kink,  # a kink passed on the way: the error may be its doing
         virtual=True,
     )
