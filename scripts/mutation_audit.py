@@ -672,7 +672,7 @@ MUTANTS: tuple[Mutant, ...] = (
     M(
         "Q1",
         "screen.py",
-        "return bool(np.all(agree & (tol <= SHARE * largest) & ~kinked))",
+        "return bool(np.all(agree & (tol <= SHARE * terms.largest) & ~kinked))",
         "return bool(np.all(agree))",
         "the screen clears wherever the estimate agrees within its tolerance, however large "
         "that tolerance and whatever kink shows",
@@ -683,6 +683,22 @@ MUTANTS: tuple[Mutant, ...] = (
         "largest[largest == 0] = np.max(largest, initial=0.0)",
         "pass",
         "a block the loss does not depend on is never cleared: fast mode runs the full check",
+    ),
+    M(
+        "Q4",
+        "screen.py",
+        "return bool(np.all(floor <= SHARE * self.largest))",
+        "return True",
+        "a gradient the noise model already rules out is evaluated anyway: fast mode pays the "
+        "screen's call, then the full check",
+    ),
+    M(
+        "Q5",
+        "screen.py",
+        "floor = SAFETY * 3 * least / STEP + RTOL * np.abs(self.analytic)",
+        "floor = SAFETY * 30 * least / STEP + RTOL * np.abs(self.analytic)",
+        "the noise floor set above the judge's own bound: right gradients the screen would "
+        "clear go to the full check unevaluated",
     ),
     # -------------------------------------------------------- probe_verdict.py
     M(

@@ -27,9 +27,10 @@ without an evaluation.
 >>> import numpy as np
 >>> theta = np.array([0.3, -1.2, 2.0])
 >>> loss = lambda rows: np.sum(np.sin(rows), axis=1)
->>> clears(loss, theta, np.cos(theta), [slice(0, 3)], seed=0, magnitude=3.0)
+>>> clears(loss, theta, np.cos(theta), [slice(0, 3)], seed=0, magnitude=lambda: 3.0)
 True
->>> clears(loss, theta, np.cos(theta) * [1, 1, 1.001], [slice(0, 3)], seed=0, magnitude=3.0)
+>>> clears(loss, theta, np.cos(theta) * [1, 1, 1.001], [slice(0, 3)], seed=0,
+...        magnitude=lambda: 3.0)
 False
 """
 
@@ -37,10 +38,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
-from gradproof._engine.judge import KINK_SLACK, nonsmooth, tolerance
+from gradproof._engine.judge import KINK_SLACK, SAFETY, nonsmooth, tolerance
 from gradproof._engine.schemes import SCHEMES, default_step
 
 DIRECTIONS = 2  # random directions per block
@@ -54,15 +56,16 @@ STEP = default_step("richardson", EPS)
 STEPS = np.real(np.array(SCHEME.multiples, dtype=np.complex128)) * STEP
 
 
-def screen_points(
-    theta: np.ndarray, spans: Sequence[slice], seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The directions (one row per direction, ``DIRECTIONS`` per span, zero off their
-    span) and the points to evaluate: the base point, then each direction's four."""
+def screen_directions(theta: np.ndarray, spans: Sequence[slice], seed: int) -> np.ndarray:
+    """``v = z * max(|theta|, 1)``, ``DIRECTIONS`` rows per span, zero off their span."""
     bounds = tuple((span.start, span.stop) for span in spans)
-    directions = _normals(seed, theta.size, bounds) * np.maximum(np.abs(theta), 1.0)
+    return _normals(seed, theta.size, bounds) * np.maximum(np.abs(theta), 1.0)
+
+
+def points_along(theta: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """The base point, then Richardson's four points along each direction."""
     shifted = theta + STEPS[None, :, None] * directions[:, None, :]  # (d, 4, n)
-    return directions, np.concatenate([theta[None, :], shifted.reshape(-1, theta.size)])
+    return np.concatenate([theta[None, :], shifted.reshape(-1, theta.size)])
 
 
 @lru_cache(maxsize=8)  # a test suite checks the same shapes with the same seed many times
@@ -78,39 +81,54 @@ def _normals(seed: int, size: int, bounds: tuple[tuple[int, int], ...]) -> np.nd
     return normals
 
 
-def judge_screen(
-    values: np.ndarray,
-    theta: np.ndarray,
-    g: np.ndarray,
-    directions: np.ndarray,
-    points: np.ndarray,
-    magnitude: float,
-) -> bool:
+class Terms(NamedTuple):
+    """What the screen knows of each direction before evaluating: ``g . v``, the largest
+    term ``|g_i v_i|`` (over a block whose gradient is all zero, the largest of any
+    block) and the rounding of the shifted points, in the loss's value."""
+
+    analytic: np.ndarray
+    largest: np.ndarray
+    rounding: np.ndarray
+
+    @classmethod
+    def of(cls, directions: np.ndarray, theta: np.ndarray, g: np.ndarray) -> Terms:
+        terms = np.abs(directions) * np.abs(g)  # each derivative's terms g_i v_i, in size
+        # Against the largest term, not the derivative (whose terms may cancel) nor their
+        # sum (which grows with the block: one element's error would hide in it).
+        largest = terms.max(axis=1, initial=0.0)
+        largest[largest == 0] = np.max(largest, initial=0.0)
+        rounding = EPS * (STEP * terms.sum(axis=1) + np.abs(theta) @ np.abs(g))
+        return cls(directions @ g, largest, rounding)
+
+    def reachable(self, magnitude: float) -> bool:
+        """Whether every direction's tolerance can be small enough to clear: its roundoff
+        part alone (``SAFETY`` times Richardson's ``3 delta / h`` for the least noise
+        ``delta`` the model allows) and ``RTOL`` of ``g . v`` must stay within ``SHARE``
+        of the largest term. Where it cannot, the screen is skipped unevaluated."""
+        least = ROUNDOFF * EPS * magnitude + self.rounding
+        floor = SAFETY * 3 * least / STEP + RTOL * np.abs(self.analytic)
+        return bool(np.all(floor <= SHARE * self.largest))
+
+
+def judge_screen(values: np.ndarray, points: np.ndarray, terms: Terms, magnitude: float) -> bool:
     """Whether every direction's numerical derivative (from ``values``, the loss at
     ``points``) clears ``g . v`` within the error model's tolerance, that tolerance is
     small, and nothing shows a kink."""
     values = np.asarray(values, dtype=np.float64).ravel()
     if values.size != points.shape[0] or not np.all(np.isfinite(values)):
         return False
-    table = values[1:].reshape(directions.shape[0], -1)
+    table = values[1:].reshape(terms.analytic.size, -1)
     # The steps actually taken differ from t * v by the shifted points' rounding, which is
     # in the noise bound instead (a pass per point would measure it).
     offsets = np.broadcast_to(STEPS, table.shape)
-    analytic = directions @ g
-    terms = np.abs(directions) * np.abs(g)  # each derivative's terms g_i v_i, in size
-    rounding = EPS * (STEP * terms.sum(axis=1) + np.abs(theta) @ np.abs(g))
-    noise = ROUNDOFF * EPS * max(magnitude, float(np.max(np.abs(values)))) + rounding
+    noise = ROUNDOFF * EPS * max(magnitude, float(np.max(np.abs(values)))) + terms.rounding
+    analytic = terms.analytic
     with np.errstate(over="ignore", invalid="ignore"):
         estimate = SCHEME.combine(float(values[0]), table, offsets, noise)
         tol = tolerance(analytic, estimate.value, estimate.error, RTOL)
         agree = np.abs(analytic - estimate.value) <= tol
         kinked = nonsmooth(analytic, estimate, KINK_SLACK[SCHEME.name], RTOL)
-    # Against the largest term, not the derivative (whose terms may cancel) nor their sum
-    # (which grows with the block: one element's error would hide in it); over a block
-    # whose gradient is all zero, against the largest term of any block.
-    largest = terms.max(axis=1, initial=0.0)
-    largest[largest == 0] = np.max(largest, initial=0.0)
-    return bool(np.all(agree & (tol <= SHARE * largest) & ~kinked))
+    return bool(np.all(agree & (tol <= SHARE * terms.largest) & ~kinked))
 
 
 def clears(
@@ -120,17 +138,23 @@ def clears(
     spans: Sequence[slice],
     *,
     seed: int,
-    magnitude: float,
+    magnitude: Callable[[], float],
 ) -> bool:
     """Whether the screen clears ``g`` on every span: ``loss`` maps a (points, n) array of
-    parameter vectors to their values in one call; ``magnitude`` is the size of the terms
-    the loss sums (its roundoff's scale), at least ``|J(theta)|``. A loss that raises
+    parameter vectors to their values in one call; ``magnitude()`` is the size of the terms
+    the loss sums (its roundoff's scale), at least ``|J(theta)|``, asked for only where
+    the gradient can be screened. A loss that raises
     leaves the gradient to the full check (False), which reports the error."""
     if not np.all(np.isfinite(g)) or not np.any(g) or theta.size * (1 + 8 * len(spans)) > CAP:
         return False  # nothing to judge a tolerance against, or too large to screen at once
-    directions, points = screen_points(theta, spans, seed)
+    directions = screen_directions(theta, spans, seed)
+    terms = Terms.of(directions, theta, g)
+    size = magnitude()
+    if not terms.reachable(size):
+        return False  # the noise model alone rules a clearance out: no evaluation spent
+    points = points_along(theta, directions)
     try:
         values = loss(points)
     except Exception:  # the full check evaluates the same loss and names the error
         return False
-    return judge_screen(values, theta, g, directions, points, magnitude)
+    return judge_screen(values, points, terms, size)

@@ -114,20 +114,39 @@ def input_names(func: Callable[..., Any], count: int) -> list[str]:
     target = func if owner is None else owner.forward
     if type(target) is types.BuiltinFunctionType and not getattr(target, "__text_signature__", 0):
         return fallback  # a builtin such as torch.sin: no signature to read (skip the raise)
-    try:
-        parameters = list(inspect.signature(target).parameters.values())
-    except (TypeError, ValueError):
+    positional = _positional_names(target)
+    if positional is None:
         return fallback
     if owner is not None and owner.setup_context is torch.autograd.Function.setup_context:
-        parameters = parameters[1:]  # forward(ctx, ...): ctx is not an input
-    positional = [
-        p.name
-        for p in parameters
-        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    ]
-    if len(positional) < count or any(p.kind == p.VAR_POSITIONAL for p in parameters[:count]):
-        return fallback
-    return positional[:count]
+        positional = positional[1:]  # forward(ctx, ...): ctx is not an input
+    return positional[:count] if len(positional) >= count else fallback
+
+
+def _positional_names(target: Callable[..., Any]) -> list[str] | None:
+    """The names of ``target``'s positional parameters, in order (None: unreadable).
+
+    A plain function's are read off its code object (``inspect.signature`` costs
+    tens of microseconds, a noticeable share of a small check); a wrapped one,
+    one with a signature of its own, or any other callable, through ``inspect``.
+
+    >>> _positional_names(lambda a, /, b, *rest, c: a)
+    ['a', 'b']
+    """
+    if type(target) is types.FunctionType and not hasattr(target, "__wrapped__"):
+        if not hasattr(target, "__signature__"):
+            code = target.__code__
+            return list(code.co_varnames[: code.co_argcount])
+    try:
+        parameters = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    names = []
+    for parameter in parameters:  # the positional ones come first
+        if parameter.kind not in kinds:
+            break
+        names.append(parameter.name)
+    return names
 
 
 def _function_class(func: Callable[..., Any]) -> type[torch.autograd.Function] | None:

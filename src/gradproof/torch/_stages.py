@@ -89,10 +89,7 @@ class Run:
         directional derivatives per input, all evaluated in one call."""
         if not self.screens or any(o.is_complex() for o in self.loss.outputs):
             return False
-        names = [n for n in self.params if self.params[n].size]
-        stops = np.cumsum([0] + [self.params[n].size for n in names]).tolist()
-        spans = [slice(lo, hi) for lo, hi in itertools.pairwise(stops)]
-        theta = np.concatenate([self.params[n].ravel() for n in names])
+        names, spans, theta = self._flat
         g = np.concatenate([np.asarray(grad[n], dtype=np.float64).ravel() for n in names])
 
         def values(points: np.ndarray) -> np.ndarray:
@@ -103,9 +100,20 @@ class Run:
             outputs = self.loss.tried_batch(batch)  # vmap's rows tried the first time
             return weighted_sum(outputs, weights, True).detach().cpu().numpy()
 
-        terms = zip(self.loss.outputs, weights, strict=True)
-        magnitude = float(sum(float((o.abs() * w.abs()).sum()) for o, w in terms))
+        def magnitude() -> float:
+            terms = zip(self.loss.outputs, weights, strict=True)
+            return float(sum(float((o.abs() * w.abs()).sum()) for o, w in terms))
+
         return clears(values, theta, g, spans, seed=self.seed, magnitude=magnitude)
+
+    @functools.cached_property
+    def _flat(self) -> tuple[list[str], list[slice], np.ndarray]:
+        """The inputs with elements, their spans in one vector, and that vector."""
+        names = [n for n in self.params if self.params[n].size]
+        stops = itertools.accumulate((self.params[n].size for n in names), initial=0)
+        spans = [slice(lo, hi) for lo, hi in itertools.pairwise(stops)]
+        theta = np.concatenate([self.params[n].ravel() for n in names])
+        return names, spans, theta
 
     def check(self, weights: tuple[torch.Tensor, ...], grad: dict[str, np.ndarray]) -> Report:
         """gradproof's check of ``grad`` against the derivative of ``sum_k <w_k, out_k>``."""
