@@ -20,9 +20,11 @@ noise the model does not foresee (a float32 loss, randomness), a kink or a
 wrong element all leave the block to the full check, whose verdict then
 stands. So the screen never turns a pass into a failure; it trades the full
 check's coverage of every coordinate for speed where the gradient is right.
-A gradient that is not finite or all zero, and points beyond ``CAP`` values in
-all (about 470,000 coordinates in one block), are left to the full check
-without an evaluation.
+A gradient that is not finite or all zero, one so small beside the loss that
+the modelled roundoff alone keeps every tolerance above ``SHARE`` of its terms
+(:meth:`Terms.reachable`), and points beyond ``CAP`` values in all (about
+470,000 coordinates in one block), are left to the full check without an
+evaluation.
 
 >>> import numpy as np
 >>> theta = np.array([0.3, -1.2, 2.0])
