@@ -427,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.targets:
         results.extend(targets.probe_rows())
         results.append(targets.fast_mode_row())
+        results.extend(targets.gpu_rows())
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     print(table([r for r in results if r["workload"] in WORKLOADS]))

@@ -1,10 +1,11 @@
 """The performance targets, measured in one run beside their anchors (used by ``run.py``).
 
-``run.py --targets`` runs, after its cells, the two measurements its cells do not make:
-probe mode on one tanh layer of 10M and 100M parameters (``probe_scale.py``'s own
-measurement, a fresh process per size, time and memory), and fast mode over torch's op_db
-samples (``fastmode.py``). ``table`` then states each target, the figure measured, the
-anchor beside it and whether it is met.
+``run.py --targets`` runs, after its cells, the measurements its cells do not make: probe
+mode on one tanh layer of 10M and 100M parameters (``probe_scale.py``'s own measurement, a
+fresh process per size, time and memory), fast mode over torch's op_db samples
+(``fastmode.py``), and the GPU's (``gpu.py``: where no CUDA device is present its rows say
+so, not measured). ``table`` then states each target, the figure measured, the anchor
+beside it and whether it is met.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS
 PROBE_SIZES = (10_000_000, 100_000_000)
 PROBE_SECONDS = {10_000_000: 5.0, 100_000_000: 30.0}
 PROBE_MEMORY = 2.0  # memory added, over the parameters' bytes
+GPU_PROBE_SECONDS = 3.0  # the 100M-parameter probe on a GPU
 
 
 def _child(command: list[str], timeout: float) -> dict[str, Any]:
@@ -75,6 +77,24 @@ def fast_mode_row(limit: int = 120) -> dict[str, Any]:
         return {"tool": "fast mode", "workload": "op_db", "error": done.stderr[-2000:]}
     summary = json.loads(out.read_text())["summary"]
     return {"tool": "fast mode", "workload": "op_db", **summary}
+
+
+def gpu_rows() -> list[dict[str, Any]]:
+    """``gpu.py``'s rows on the CUDA device (check_module's full check of the 30k MLP beside
+    ``gradcheck``, and the 100M probe), or one row saying why they were not measured."""
+    done = subprocess.run(
+        [sys.executable, str(HERE / "gpu.py")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **THREADS},
+        timeout=3600,
+        check=False,
+    )
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines or not lines[-1].startswith("{"):
+        why = (lines[-1] if lines else "") if done.returncode == 0 else done.stderr[-2000:]
+        return [{"tool": "gpu", "workload": "gpu", "skipped": why or "gpu.py printed nothing"}]
+    return [{"workload": "gpu " + row.pop("workload"), **row} for row in map(json.loads, lines)]
 
 
 def _seconds(results: list[dict[str, Any]], tool: str, workload: str, variant: str) -> Any:
@@ -176,9 +196,27 @@ def _fast_rows(results: list[dict[str, Any]]) -> list[tuple[str, str, str, bool 
     return rows
 
 
+def _gpu_rows(results: list[dict[str, Any]]) -> list[tuple[str, str, str, bool | None]]:
+    probe = "on a GPU: probe, 100,000,000 parameters: < 3 s, named"
+    full = "on a GPU: check_module full check of the 30k MLP, beside torch gradcheck"
+    skipped = [r["skipped"] for r in results if r.get("tool") == "gpu"]
+    if skipped:
+        why = skipped[0].removeprefix("skipped: ")
+        return [(probe, f"not measured: {why}", "–", None), (full, "not measured", "–", None)]
+    rows: list[tuple[str, str, str, bool | None]] = []
+    for r in results:
+        if r.get("workload", "").startswith("gpu probe"):
+            met = r["seconds"] < GPU_PROBE_SECONDS and bool(r.get("named"))
+            rows.append((probe, f"{r['seconds']:.3g} s, named: {r.get('named')}", "–", met))
+        elif r.get("workload", "").startswith("gpu MLP") and "ratio" in r:
+            rows.append((full, f"{r['ratio']:.2f}x", f"gradcheck {r['seconds']:.3g} s", None))
+    return rows
+
+
 def table(results: list[dict[str, Any]]) -> str:
-    """Every target: what was measured, the anchor beside it, met or not."""
-    rows = _ratio_rows(results) + _probe_rows(results) + _fast_rows(results)
+    """Every target: what was measured, the anchor beside it, met or not (–: no target
+    figure, or not measured here)."""
+    rows = _ratio_rows(results) + _probe_rows(results) + _fast_rows(results) + _gpu_rows(results)
     lines = ["| target | measured | anchor | met |", "|---|---|---|---|"]
     for target, measured, anchor, met in rows:
         flag = "–" if met is None else ("yes" if met else "**no**")
