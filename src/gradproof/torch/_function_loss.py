@@ -28,6 +28,7 @@ from gradproof.torch._common import (
     quiet_vmap_fallback,
     to_numpy64,
 )
+from gradproof.torch._forward_only import batchable, forwards_under_vmap
 from gradproof.torch._function_resident import open_function_resident
 from gradproof.torch._outputs import (
     Constant,
@@ -315,7 +316,7 @@ class FunctionLoss:
 
     def vmap_works(self, params: dict[str, np.ndarray]) -> bool:
         """Whether ``func`` runs under vmap, and right (see :meth:`tried_batch`); where it
-        does not (a Function without a vmap rule, a wrong rule), one call per point."""
+        does not (a forward vmap cannot run, a wrong vmap rule), one call per point."""
         if self.use_vmap and not self.vmap_tried:
             self.tried_batch({n: params[n][None] for n in self.names})
         return self.use_vmap
@@ -352,17 +353,19 @@ class FunctionLoss:
     def vmapped(self, stacked: list[torch.Tensor]) -> list[torch.Tensor]:
         """The outputs at every row of ``stacked`` (the checked inputs, each with a leading
         axis of points), in one call under vmap; raises where vmap cannot run ``func``."""
+        func = batchable(self.func)
 
         def one(*values: torch.Tensor) -> tuple[torch.Tensor, ...]:
             args = list(self.work)
             for i, v in zip(self.checked, values, strict=True):
                 args[i] = v
-            raw = as_outputs(self.func(*args))
+            raw = as_outputs(func(*args))
             return tuple(raw[k] for k in self.kept)
 
         if self.needs_grad:  # evaluated as torch evaluates func: see _same_without_grad
             stacked = [s.detach().requires_grad_(True) for s in stacked]
-        with torch.set_grad_enabled(self.needs_grad), quiet_vmap_fallback():
+        # a Function without a vmap rule runs its forward under vmap (no grad needed)
+        with torch.set_grad_enabled(self.needs_grad), quiet_vmap_fallback(), forwards_under_vmap():
             self.reseed()
             return [o.detach() for o in vmap(one)(*stacked)]
 

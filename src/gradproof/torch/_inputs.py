@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from gradproof._errors import invalid
+from gradproof.torch._forward_only import function_class
 from gradproof.torch._function_loss import CheckedInputs
 
 
@@ -110,7 +111,7 @@ def input_names(func: Callable[..., Any], count: int) -> list[str]:
     ['input0', 'input1']
     """
     fallback = [f"input{i}" for i in range(count)]
-    owner = _function_class(func)
+    owner = function_class(func)
     target = func if owner is None else owner.forward
     if type(target) is types.BuiltinFunctionType and not getattr(target, "__text_signature__", 0):
         return fallback  # a builtin such as torch.sin: no signature to read (skip the raise)
@@ -147,13 +148,6 @@ def _positional_names(target: Callable[..., Any]) -> list[str] | None:
             break
         names.append(parameter.name)
     return names
-
-
-def _function_class(func: Callable[..., Any]) -> type[torch.autograd.Function] | None:
-    """The ``autograd.Function`` subclass whose ``apply`` ``func`` is, or None."""
-    owner = getattr(func, "__self__", None)
-    is_function = isinstance(owner, type) and issubclass(owner, torch.autograd.Function)
-    return owner if is_function and getattr(func, "__name__", "") == "apply" else None
 
 
 def _kinds(values: tuple[Any, ...]) -> str:
