@@ -232,7 +232,7 @@ def _torch(tool: str, w: Any, grad: dict[str, Any]) -> tuple[Any, Any]:
 
         @staticmethod
         def forward(ctx: Any, theta: Any) -> Any:
-            calls[0] += 1
+            calls[0] += _points(theta)
             return w.torch_loss(theta)
 
         @staticmethod
@@ -255,6 +255,19 @@ def _torch(tool: str, w: Any, grad: dict[str, Any]) -> tuple[Any, Any]:
         return {"verdict": "pass" if ok else "fail", "evaluations": calls[0]}
 
     return run, setup
+
+
+def _points(theta: Any) -> int:
+    """How many points one call of the Function evaluates: one, or under vmap (where the
+    drop-in runs a Function's forward in batches) the batch's rows."""
+    from torch._C import _functorch
+
+    count = 1
+    while _functorch.is_batchedtensor(theta):
+        dim = _functorch.maybe_get_bdim(theta)
+        theta = _functorch.get_unwrapped(theta)
+        count *= int(theta.shape[dim])
+    return count
 
 
 def _drop_in(func: Any, theta: Any, w: Any, *, fast: bool) -> dict[str, Any]:
