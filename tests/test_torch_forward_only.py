@@ -5,6 +5,7 @@ is left as it was."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -185,3 +186,26 @@ def test_only_the_thread_inside_runs_forwards_directly():
     assert seen == ["refused"]  # torch's own behaviour in the other thread
     assert torch.allclose(rows, torch.tanh(torch.ones(2, 3, dtype=torch.float64)))
     assert torch.autograd.Function.__dict__["apply"] is APPLY
+
+
+def test_batches_slower_per_point_than_single_calls_give_way_to_single_calls():
+    """A function whose batches cost far more per point than a call of its own (here a
+    batch sleeps 0.2 s; a call takes microseconds) is batched until the first batch of
+    16 points or more has shown it, then called once per point; the verdict is the same."""
+    from torch._C import _functorch
+
+    batches, singles = [0], [0]
+
+    def slow_in_batches(x):
+        if _functorch.is_batchedtensor(x):
+            batches[0] += 1
+            time.sleep(0.2)
+        else:
+            singles[0] += 1
+        return torch.sin(x)
+
+    x = torch.linspace(-1, 1, 20, dtype=torch.float64, requires_grad=True)
+    assert gt.gradcheck(slow_in_batches, (x,))
+    # the vmap trial's batch, the noise table's (16 points or more), then single calls
+    assert batches[0] <= 3
+    assert singles[0] > 2 * 20

@@ -40,6 +40,7 @@ from gradproof.torch._outputs import (
     same,
     summed,
 )
+from gradproof.torch._pace import Pace
 from gradproof.torch._reductions import unit_weights, weighted_sum
 from gradproof.torch._vmap import nudged, vmap
 
@@ -79,6 +80,7 @@ class FunctionLoss:
         self.use_vmap = batched  # unbatched: one call per point
         self.vmap_tried = False  # whether vmap's rows were compared with single calls yet
         self.needs_grad = False  # func calls autograd itself: evaluated with grad enabled
+        self.pace = Pace()  # whether batches under vmap pay, against single calls
         self.cache = OutputCache()
         self.staging = Staging()
         self.lock = threading.RLock()
@@ -141,7 +143,7 @@ class FunctionLoss:
             args[i] = self.work[i].detach()
         try:
             with torch.no_grad():
-                plain = self.call(args)
+                plain = self.pace.timed(lambda: self.call(args))
         except RuntimeError:  # func runs autograd itself (torch.autograd.grad inside)
             return False
         return all(agree(a, b) for a, b in zip(plain, self.outputs, strict=True))
@@ -305,12 +307,13 @@ class FunctionLoss:
         return [raw[k].detach() for k in self.kept]
 
     def _evaluate_batch(self, point: dict[str, np.ndarray]) -> list[torch.Tensor]:
+        count = len(point[self.names[0]])
         if self.use_vmap:
             try:
-                return self._vmapped(point)
+                out, self.use_vmap = self.pace.batched(lambda: self._vmapped(point), count)
+                return out  # later batches one call per point, where this was slower
             except Exception:  # vmap cannot run func; the loop can (or raises itself)
                 self.use_vmap = False
-        count = len(point[self.names[0]])
         rows = [self._evaluate({n: point[n][k] for n in self.names}) for k in range(count)]
         return [torch.stack([row[j] for row in rows]) for j in range(len(self.kept))]
 
@@ -364,7 +367,6 @@ class FunctionLoss:
 
         if self.needs_grad:  # evaluated as torch evaluates func: see _same_without_grad
             stacked = [s.detach().requires_grad_(True) for s in stacked]
-        # a Function without a vmap rule runs its forward under vmap (no grad needed)
         with torch.set_grad_enabled(self.needs_grad), quiet_vmap_fallback(), forwards_under_vmap():
             self.reseed()
             return [o.detach() for o in vmap(one)(*stacked)]
