@@ -190,7 +190,7 @@ def test_only_the_thread_inside_runs_forwards_directly():
 
 def test_batches_slower_per_point_than_single_calls_give_way_to_single_calls():
     """A function whose batches cost far more per point than a call of its own (here a
-    batch sleeps 0.2 s; a call takes microseconds) is batched until the first batch of
+    batch sleeps 0.2 s; a call 1 ms) is batched until the first batch of
     16 points or more has shown it, then called once per point; the verdict is the same."""
     from torch._C import _functorch
 
@@ -202,6 +202,7 @@ def test_batches_slower_per_point_than_single_calls_give_way_to_single_calls():
             time.sleep(0.2)
         else:
             singles[0] += 1
+            time.sleep(0.001)  # a call long enough to be judged (MIN_CALL)
         return torch.sin(x)
 
     x = torch.linspace(-1, 1, 20, dtype=torch.float64, requires_grad=True)
@@ -209,3 +210,14 @@ def test_batches_slower_per_point_than_single_calls_give_way_to_single_calls():
     # the vmap trial's batch, the noise table's (16 points or more), then single calls
     assert batches[0] <= 3
     assert singles[0] > 2 * 20
+
+
+def test_a_quick_function_makes_the_same_calls_from_run_to_run():
+    """Calls of a few microseconds are not timed against batches: the count is fixed."""
+    counts = []
+    for _ in range(3):
+        fn, calls = _counting()
+        x, y = _inputs(8)
+        assert gt.gradcheck(fn.apply, (x, y))
+        counts.append(calls[0])
+    assert counts[0] == counts[1] == counts[2]

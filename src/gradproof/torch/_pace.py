@@ -6,11 +6,11 @@ point, on a CPU) can take longer per point in batches than in single calls (its 
 temporaries leave the caches). :class:`Pace` keeps the fastest single call of ``func``
 seen and, at the first batch of at least ``ROWS`` points, compares that batch's time per
 point with it: where the batch is slower, the points after it are evaluated one call each.
+A function whose single call takes under ``MIN_CALL`` is not judged: batches pay there.
 Only speed changes: both ways give the same values (the vmap trial has checked that).
 
 >>> pace = Pace()
->>> pace.timed(lambda: sum(range(10)))
-45
+>>> pace.timed(lambda: time.sleep(2 * MIN_CALL))
 >>> pace.pays(seconds=10.0, rows=ROWS)  # 10 s for 16 points: slower than a single call
 False
 """
@@ -23,6 +23,9 @@ from collections.abc import Callable
 from typing import TypeVar
 
 ROWS = 16  # the least batch whose time per point is judged (smaller ones are all set-up)
+# A single call quicker than this is mostly fixed cost, which batches remove: not judged, so
+# that a small check makes the same calls from run to run, whatever the machine's jitter.
+MIN_CALL = 1e-4
 T = TypeVar("T")
 
 
@@ -49,7 +52,7 @@ class Pace:
     def pays(self, seconds: float, rows: int) -> bool:
         """Whether batches stay worth it after one of ``rows`` points took ``seconds``:
         judged once, at the first batch of at least ``ROWS`` points."""
-        if self.judged or rows < ROWS:
+        if self.judged or rows < ROWS or self.call < MIN_CALL:
             return True
         self.judged = True
         return seconds / rows < self.call
