@@ -695,8 +695,8 @@ MUTANTS: tuple[Mutant, ...] = (
     M(
         "Q5",
         "screen.py",
-        "floor = SAFETY * 3 * least / STEP + RTOL * np.abs(self.analytic)",
-        "floor = SAFETY * 30 * least / STEP + RTOL * np.abs(self.analytic)",
+        "roundoff = 3 * self.noise(magnitude) / STEP",
+        "roundoff = 30 * self.noise(magnitude) / STEP",
         "the noise floor set above the judge's own bound: right gradients the screen would "
         "clear go to the full check unevaluated",
     ),

@@ -44,7 +44,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gradproof._engine.judge import KINK_SLACK, SAFETY, nonsmooth, tolerance
+from gradproof._engine.judge import KINK_SLACK, nonsmooth, tolerance
 from gradproof._engine.schemes import SCHEMES, default_step
 
 DIRECTIONS = 2  # random directions per block
@@ -102,13 +102,18 @@ class Terms(NamedTuple):
         rounding = EPS * (STEP * terms.sum(axis=1) + np.abs(theta) @ np.abs(g))
         return cls(directions @ g, largest, rounding)
 
+    def noise(self, magnitude: float) -> np.ndarray:
+        """The modelled noise in one value of the loss along each direction: ``ROUNDOFF``
+        units of roundoff of ``magnitude``, and the shifted points' rounding."""
+        return ROUNDOFF * EPS * magnitude + self.rounding
+
     def reachable(self, magnitude: float) -> bool:
-        """Whether every direction's tolerance can be small enough to clear: its roundoff
-        part alone (``SAFETY`` times Richardson's ``3 delta / h`` for the least noise
-        ``delta`` the model allows) and ``RTOL`` of ``g . v`` must stay within ``SHARE``
-        of the largest term. Where it cannot, the screen is skipped unevaluated."""
-        least = ROUNDOFF * EPS * magnitude + self.rounding
-        floor = SAFETY * 3 * least / STEP + RTOL * np.abs(self.analytic)
+        """Whether every direction's tolerance can be small enough to clear: the judge's
+        tolerance with only Richardson's roundoff bound ``3 delta / h`` as the error (for
+        the least noise the model allows) must stay within ``SHARE`` of the largest term.
+        Where it cannot, the screen is skipped unevaluated."""
+        roundoff = 3 * self.noise(magnitude) / STEP
+        floor = tolerance(self.analytic, self.analytic, roundoff, RTOL)
         return bool(np.all(floor <= SHARE * self.largest))
 
 
@@ -123,7 +128,7 @@ def judge_screen(values: np.ndarray, points: np.ndarray, terms: Terms, magnitude
     # The steps actually taken differ from t * v by the shifted points' rounding, which is
     # in the noise bound instead (a pass per point would measure it).
     offsets = np.broadcast_to(STEPS, table.shape)
-    noise = ROUNDOFF * EPS * max(magnitude, float(np.max(np.abs(values)))) + terms.rounding
+    noise = terms.noise(max(magnitude, float(np.max(np.abs(values)))))
     analytic = terms.analytic
     with np.errstate(over="ignore", invalid="ignore"):
         estimate = SCHEME.combine(float(values[0]), table, offsets, noise)
